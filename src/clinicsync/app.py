@@ -1,0 +1,100 @@
+"""The FastAPI application: routers, error shapes and the lifespan (engine, migrations)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clinicsync import __version__
+from clinicsync.booking.api import router as booking_router
+from clinicsync.config import Settings, get_settings
+from clinicsync.db import migrate
+from clinicsync.db.engine import create_engine, create_sessionmaker
+from clinicsync.errors import ClinicSyncError
+from clinicsync.logging import configure_logging, get_logger
+from clinicsync.tenancy.api import router as tenancy_router
+
+log = get_logger(__name__)
+
+
+def _field_name(location: Sequence[Any]) -> str:
+    # ("body", "patient", "phone") -> "patient.phone"; the request part is noise to a caller.
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(part) for part in location)
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "details": details}})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClinicSyncError)
+    async def _domain_error(_request: Request, exc: ClinicSyncError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content=exc.to_body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": _field_name(error.get("loc", ())), "reason": error.get("msg", "invalid")}
+            for error in exc.errors()
+        ]
+        message = "; ".join(f"{item['field']}: {item['reason']}" for item in details)
+        return _error(422, "validation_failed", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error_type=type(exc).__name__)
+        return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.json_logs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        if settings.migrate_on_start:
+            await migrate.upgrade(engine)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        log.info("started", database=engine.dialect.name, version=__version__)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="clinicsync",
+        version=__version__,
+        description="Booking for clinics, kept in step with their practice-management system.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["ops"])
+    async def health(request: Request) -> JSONResponse:
+        try:
+            async with request.app.state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("health_database_unreachable", error_type=type(exc).__name__)
+            return _error(503, "database_unreachable", "the database is not reachable")
+        return JSONResponse({"status": "ok", "database": request.app.state.engine.dialect.name})
+
+    app.include_router(tenancy_router)
+    app.include_router(booking_router)
+    return app

@@ -1,0 +1,1 @@
+"""Practitioners, availability, slot search, patients and appointments."""

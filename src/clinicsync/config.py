@@ -1,0 +1,41 @@
+"""Settings read from the environment (prefix CLINICSYNC_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINICSYNC_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./var/clinicsync.sqlite3",
+        description="sqlite:///PATH or postgresql://...; the async driver is chosen by the app.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Key material for encrypting secrets at rest; a 0600 key file under var_dir is used if unset.",
+    )
+    var_dir: Path = Path("./var")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    environment: Literal["development", "production", "test"] = "development"
+    log_level: str = "INFO"
+    log_json: bool | None = Field(default=None, description="JSON logs; defaults to on in production.")
+    migrate_on_start: bool = True
+    token_ttl_days: int = 90
+    idempotency_ttl_hours: int = 24
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.environment == "production"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,7 @@
+"""Imports every domain's tables so that Base.metadata is complete (Alembic, tests)."""
+
+from clinicsync.booking import models as booking_models  # noqa: F401
+from clinicsync.db.base import Base
+from clinicsync.tenancy import models as tenancy_models  # noqa: F401
+
+metadata = Base.metadata

@@ -1,0 +1,68 @@
+"""FastAPI dependencies shared by every domain's routes: the session and the caller."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clinicsync.db.engine import session_scope
+from clinicsync.errors import Forbidden, Unauthorized
+from clinicsync.tenancy import service as tenancy_service
+from clinicsync.tenancy.principal import Principal
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed when the route returns without error."""
+    async with session_scope(get_sessionmaker(request), write=request.method not in READ_METHODS) as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_organization_id: Annotated[str | None, Header()] = None,
+) -> Principal:
+    if not authorization:
+        raise Unauthorized("missing Authorization header (expected: Bearer <token>)")
+    scheme, _, raw_token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not raw_token.strip():
+        raise Unauthorized("Authorization must be: Bearer <token>")
+    sessionmaker = get_sessionmaker(request)
+    async with session_scope(sessionmaker, write=False) as session:
+        principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
+    if x_organization_id is not None:
+        try:
+            claimed = uuid.UUID(x_organization_id)
+        except ValueError:
+            raise Forbidden("X-Organization-ID: not a valid organization id") from None
+        if claimed != principal.organization_id:
+            raise Forbidden("X-Organization-ID: the token does not belong to this organization")
+    if stale and principal.token_id is not None:
+        async with session_scope(sessionmaker) as session:
+            await tenancy_service.touch_token(session, principal.token_id)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(principal: PrincipalDep) -> Principal:
+    tenancy_service.require_admin(principal)
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -1,0 +1,1 @@
+"""Organizations, users, roles, API tokens and request authentication."""

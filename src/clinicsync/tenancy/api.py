@@ -1,0 +1,77 @@
+"""Routes for login, the caller's organization, users and tokens."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from clinicsync.deps import AdminDep, PrincipalDep, SessionDep
+from clinicsync.tenancy import service
+from clinicsync.tenancy.schemas import (
+    LoginRequest,
+    OrganizationRead,
+    OrganizationUpdate,
+    TokenCreate,
+    TokenIssued,
+    TokenRead,
+    UserCreate,
+    UserRead,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["tenancy"])
+
+
+@router.post("/auth/login", response_model=TokenIssued)
+async def login(body: LoginRequest, session: SessionDep) -> TokenIssued:
+    return await service.login(session, body.email, body.password, body.organization)
+
+
+@router.get("/me", response_model=UserRead)
+async def me(principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.get_user(session, principal, principal.user_id)
+
+
+@router.get("/organization", response_model=OrganizationRead)
+async def read_organization(principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.get_organization(session, principal.organization_id)
+
+
+@router.patch("/organization", response_model=OrganizationRead)
+async def update_organization(body: OrganizationUpdate, principal: AdminDep, session: SessionDep) -> object:
+    return await service.update_organization(session, principal, body)
+
+
+@router.get("/users", response_model=list[UserRead])
+async def list_users(principal: AdminDep, session: SessionDep) -> object:
+    return await service.list_users(session, principal)
+
+
+@router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+async def create_user(body: UserCreate, principal: AdminDep, session: SessionDep) -> object:
+    return await service.create_user(session, principal.organization_id, body)
+
+
+@router.get("/users/{user_id}", response_model=UserRead)
+async def read_user(user_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> object:
+    return await service.get_user(session, principal, user_id)
+
+
+@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def deactivate_user(user_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> None:
+    await service.deactivate_user(session, await service.get_user(session, principal, user_id))
+
+
+@router.get("/tokens", response_model=list[TokenRead])
+async def list_tokens(principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.list_tokens(session, principal)
+
+
+@router.post("/tokens", response_model=TokenIssued, status_code=status.HTTP_201_CREATED)
+async def create_token(body: TokenCreate, principal: PrincipalDep, session: SessionDep) -> TokenIssued:
+    return await service.create_token(session, principal, body)
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_token(token_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> None:
+    await service.revoke_token(session, principal, token_id)

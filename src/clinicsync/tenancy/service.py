@@ -1,0 +1,223 @@
+"""Tenancy rules: organizations, users, tokens, login and token authentication."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinicsync.db.base import utcnow
+from clinicsync.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from clinicsync.tenancy import security
+from clinicsync.tenancy.models import ApiToken, Organization, Role, User
+from clinicsync.tenancy.principal import Principal
+from clinicsync.tenancy.schemas import (
+    OrganizationCreate,
+    OrganizationUpdate,
+    TokenCreate,
+    TokenIssued,
+    UserCreate,
+)
+
+# Refresh last_used_at at most this often, so reads don't turn into writes on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+def _slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return (slug or "clinic")[:60]
+
+
+async def create_organization(session: AsyncSession, data: OrganizationCreate) -> Organization:
+    slug = data.slug or _slugify(data.name)
+    if data.slug is None:
+        # Derived slugs get a short suffix when the name is taken; explicit ones are refused instead.
+        base = slug
+        while await session.scalar(select(Organization.id).where(Organization.slug == slug)):
+            slug = f"{base}-{uuid.uuid4().hex[:6]}"
+    elif await session.scalar(select(Organization.id).where(Organization.slug == slug)):
+        raise Conflict(f"slug: organization slug {slug!r} is already taken")
+    organization = Organization(name=data.name, slug=slug, time_zone=data.time_zone)
+    session.add(organization)
+    await session.flush()
+    return organization
+
+
+async def get_organization(session: AsyncSession, organization_id: uuid.UUID) -> Organization:
+    organization = await session.get(Organization, organization_id)
+    if organization is None:
+        raise NotFound("organization not found")
+    return organization
+
+
+async def update_organization(
+    session: AsyncSession, principal: Principal, data: OrganizationUpdate
+) -> Organization:
+    organization = await get_organization(session, principal.organization_id)
+    for field, value in data.model_dump(exclude_unset=True).items():
+        if value is None:
+            raise ValidationFailed(field, "may not be null")
+        setattr(organization, field, value)
+    await session.flush()
+    return organization
+
+
+async def create_user(session: AsyncSession, organization_id: uuid.UUID, data: UserCreate) -> User:
+    email = data.email.lower()
+    taken = await session.scalar(
+        select(User.id).where(User.organization_id == organization_id, User.email == email)
+    )
+    if taken:
+        raise Conflict(f"email: a user with email {email} already exists in this organization")
+    user = User(
+        organization_id=organization_id,
+        email=email,
+        full_name=data.full_name,
+        role=data.role,
+        password_hash=security.hash_password(data.password) if data.password else None,
+    )
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def list_users(session: AsyncSession, principal: Principal) -> list[User]:
+    result = await session.scalars(
+        select(User).where(User.organization_id == principal.organization_id).order_by(User.email)
+    )
+    return list(result)
+
+
+async def get_user(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> User:
+    user = await session.scalar(
+        select(User).where(User.id == user_id, User.organization_id == principal.organization_id)
+    )
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+async def deactivate_user(session: AsyncSession, user: User) -> None:
+    """Removes a login: the user can no longer sign in and every token stops working at once."""
+    user.is_active = False
+    user.password_hash = None
+    await revoke_user_tokens(session, user.id)
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+
+
+async def issue_token(
+    session: AsyncSession, user: User, *, name: str = "", expires_in_days: int | None = None
+) -> TokenIssued:
+    raw = security.new_token()
+    now = utcnow()
+    token = ApiToken(
+        organization_id=user.organization_id,
+        user_id=user.id,
+        name=name,
+        token_hash=security.hash_token(raw),
+        prefix=raw[:10],
+        created_at=now,
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    session.add(token)
+    await session.flush()
+    return TokenIssued(
+        id=token.id,
+        token=raw,
+        prefix=token.prefix,
+        expires_at=token.expires_at,
+        organization_id=user.organization_id,
+        user_id=user.id,
+        role=user.role,
+    )
+
+
+async def create_token(session: AsyncSession, principal: Principal, data: TokenCreate) -> TokenIssued:
+    target_id = data.user_id or principal.user_id
+    if target_id != principal.user_id and not principal.is_admin:
+        raise Forbidden("only an owner or admin may issue tokens for another user")
+    user = await get_user(session, principal, target_id)
+    if not user.is_active:
+        raise ValidationFailed("user_id", "user is deactivated")
+    return await issue_token(session, user, name=data.name, expires_in_days=data.expires_in_days)
+
+
+async def list_tokens(session: AsyncSession, principal: Principal) -> list[ApiToken]:
+    query = select(ApiToken).where(ApiToken.organization_id == principal.organization_id)
+    if not principal.is_admin:
+        query = query.where(ApiToken.user_id == principal.user_id)
+    return list(await session.scalars(query.order_by(ApiToken.created_at)))
+
+
+async def revoke_token(session: AsyncSession, principal: Principal, token_id: uuid.UUID) -> None:
+    token = await session.scalar(
+        select(ApiToken).where(ApiToken.id == token_id, ApiToken.organization_id == principal.organization_id)
+    )
+    if token is None or (token.user_id != principal.user_id and not principal.is_admin):
+        raise NotFound(f"token {token_id} not found")
+    token.revoked_at = token.revoked_at or utcnow()
+
+
+async def authenticate(session: AsyncSession, raw_token: str) -> tuple[Principal, bool]:
+    """Resolves a bearer token. Returns the principal and whether last_used_at is due a refresh."""
+    row = (
+        await session.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash == security.hash_token(raw_token))
+        )
+    ).first()
+    now = utcnow()
+    if row is None:
+        raise Unauthorized("invalid token")
+    token, user = row
+    if token.revoked_at is not None or not user.is_active:
+        raise Unauthorized("token revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("token expired")
+    principal = Principal(organization_id=token.organization_id, user_id=user.id, role=user.role, token_id=token.id)
+    stale = token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION
+    return principal, stale
+
+
+async def touch_token(session: AsyncSession, token_id: uuid.UUID) -> None:
+    await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+
+
+async def login(session: AsyncSession, email: str, password: str, organization: str | None) -> TokenIssued:
+    query = select(User).where(User.email == email.lower(), User.is_active.is_(True))
+    if organization is not None:
+        query = query.join(Organization, Organization.id == User.organization_id).where(
+            Organization.slug == organization
+        )
+    users = list(await session.scalars(query))
+    if len(users) > 1:
+        raise ValidationFailed("organization", "this email belongs to several organizations; give its slug")
+    user = users[0] if users else None
+    # Verify even when the user is missing-or-passwordless so timing doesn't reveal which emails exist.
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    if not security.verify_password(stored, password) or user is None or user.password_hash is None:
+        raise Unauthorized("email or password is wrong")
+    return await issue_token(session, user, name="login", expires_in_days=30)
+
+
+_DUMMY_HASH = security.hash_password("not-a-real-password-just-timing")
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("this action needs the owner or admin role")
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    if principal.role not in roles:
+        allowed = ", ".join(role.value for role in roles)
+        raise Forbidden(f"this action needs one of the roles: {allowed}")
