@@ -30,8 +30,15 @@ def _field_name(location: Sequence[Any]) -> str:
     return ".".join(parts) or ".".join(str(part) for part in location)
 
 
+def _reason(message: str) -> str:
+    # pydantic prefixes messages raised by our validators; the caller needs only the reason.
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "details": details}})
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": message, "details": details}}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -42,7 +49,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"field": _field_name(error.get("loc", ())), "reason": error.get("msg", "invalid")}
+            {"field": _field_name(error.get("loc", ())), "reason": _reason(error.get("msg", "invalid"))}
             for error in exc.errors()
         ]
         message = "; ".join(f"{item['field']}: {item['reason']}" for item in details)
@@ -50,7 +57,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+            exc.status_code, "http_error"
+        )
         return _error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     )
     secret_key: str | None = Field(
         default=None,
-        description="Key material for encrypting secrets at rest; a 0600 key file under var_dir is used if unset.",
+        description="Key for encrypting secrets at rest; a 0600 key file under var_dir is used if unset.",
     )
     var_dir: Path = Path("./var")
     host: str = "127.0.0.1"
@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; defaults to on in production.")
     migrate_on_start: bool = True
-    token_ttl_days: int = 90
+    default_phone_region: str = Field(
+        default="US", description="ISO country used to read phone numbers given without a + prefix"
+    )
     idempotency_ttl_hours: int = 24
 
     @property

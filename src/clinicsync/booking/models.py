@@ -50,7 +50,9 @@ class Practitioner(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     title: Mapped[str] = mapped_column(String(120), default="")
     specialty: Mapped[str] = mapped_column(String(120), default="")
     is_active: Mapped[bool] = mapped_column(default=True)
-    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
     # Removal keeps the row so past appointments still say who saw the patient.
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -105,7 +107,9 @@ class Appointment(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     practitioner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("practitioners.id", ondelete="RESTRICT"))
     starts_at: Mapped[datetime] = mapped_column()
     ends_at: Mapped[datetime] = mapped_column()
-    status: Mapped[AppointmentStatus] = mapped_column(_enum(AppointmentStatus), default=AppointmentStatus.PENDING)
+    status: Mapped[AppointmentStatus] = mapped_column(
+        _enum(AppointmentStatus), default=AppointmentStatus.PENDING
+    )
     booking_source: Mapped[BookingSource] = mapped_column(_enum(BookingSource), default=BookingSource.API)
     booking_reference: Mapped[str] = mapped_column(String(16), unique=True)
     notes: Mapped[str] = mapped_column(Text, default="")
@@ -122,7 +126,9 @@ class IdempotencyRecord(UUIDPrimaryKey, OrganizationOwned, Base):
     """The first response to a request carrying an Idempotency-Key, replayed to its retries."""
 
     __tablename__ = "idempotency_records"
-    __table_args__ = (UniqueConstraint("organization_id", "key", name="uq_idempotency_records_organization_key"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "key", name="uq_idempotency_records_organization_key"),
+    )
 
     key: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))

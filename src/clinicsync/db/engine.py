@@ -23,7 +23,9 @@ def async_database_url(url: str) -> str:
     elif backend in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     else:
-        raise ValueError(f"CLINICSYNC_DATABASE_URL: unsupported database {backend!r}; use sqlite or postgresql")
+        raise ValueError(
+            f"CLINICSYNC_DATABASE_URL: unsupported database {backend!r}; use sqlite or postgresql"
+        )
     return parsed.render_as_string(hide_password=False)
 
 
@@ -58,7 +60,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        engine = create_async_engine(
+            async_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
+        )
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_size", 10)

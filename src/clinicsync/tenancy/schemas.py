@@ -102,4 +102,6 @@ class TokenRead(BaseModel):
 class LoginRequest(BaseModel):
     email: EmailStr
     password: str = Field(min_length=1, max_length=200)
-    organization: str | None = Field(default=None, description="Organization slug, needed if the email is in several")
+    organization: str | None = Field(
+        default=None, description="Organization slug, needed if the email is in several"
+    )

@@ -109,7 +109,9 @@ async def deactivate_user(session: AsyncSession, user: User) -> None:
 
 async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
     await session.execute(
-        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
     )
 
 
@@ -183,7 +185,9 @@ async def authenticate(session: AsyncSession, raw_token: str) -> tuple[Principal
         raise Unauthorized("token revoked")
     if token.expires_at is not None and token.expires_at <= now:
         raise Unauthorized("token expired")
-    principal = Principal(organization_id=token.organization_id, user_id=user.id, role=user.role, token_id=token.id)
+    principal = Principal(
+        organization_id=token.organization_id, user_id=user.id, role=user.role, token_id=token.id
+    )
     stale = token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION
     return principal, stale
 

@@ -1,0 +1,290 @@
+"""Booking routes: thin wrappers that parse, call the service and shape the response."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from clinicsync.booking import appointments, service
+from clinicsync.booking.models import AppointmentStatus, BookingSource
+from clinicsync.booking.schemas import (
+    AppointmentCancel,
+    AppointmentCreate,
+    AppointmentPage,
+    AppointmentRead,
+    AppointmentUpdate,
+    AvailabilityInterval,
+    OverrideCreate,
+    OverrideRead,
+    PatientCreate,
+    PatientRead,
+    PatientUpdate,
+    PractitionerCreate,
+    PractitionerRead,
+    PractitionerRemoved,
+    PractitionerUpdate,
+    SlotSearchResult,
+    WeeklyAvailability,
+    WeeklyAvailabilityRead,
+)
+from clinicsync.deps import AdminDep, PrincipalDep, SessionDep
+from clinicsync.errors import ValidationFailed
+
+router = APIRouter(prefix="/api/v1", tags=["booking"])
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _parse_if_match(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    try:
+        return int(if_match.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise ValidationFailed("If-Match", 'must be the appointment version as an ETag, e.g. "3"') from None
+
+
+# --- practitioners ---------------------------------------------------------------------------------
+
+
+@router.get("/practitioners", response_model=list[PractitionerRead])
+async def list_practitioners(principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.list_practitioners(session, principal)
+
+
+@router.post("/practitioners", response_model=PractitionerRead, status_code=status.HTTP_201_CREATED)
+async def create_practitioner(body: PractitionerCreate, principal: AdminDep, session: SessionDep) -> object:
+    return await service.create_practitioner(session, principal, body)
+
+
+@router.get("/practitioners/{practitioner_id}", response_model=PractitionerRead)
+async def read_practitioner(
+    practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> object:
+    return await service.get_practitioner(session, principal, practitioner_id)
+
+
+@router.patch("/practitioners/{practitioner_id}", response_model=PractitionerRead)
+async def update_practitioner(
+    practitioner_id: uuid.UUID, body: PractitionerUpdate, principal: AdminDep, session: SessionDep
+) -> object:
+    return await service.update_practitioner(session, principal, practitioner_id, body)
+
+
+@router.delete("/practitioners/{practitioner_id}", response_model=PractitionerRemoved)
+async def remove_practitioner(practitioner_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> object:
+    return await service.remove_practitioner(session, principal, practitioner_id)
+
+
+@router.get("/practitioners/{practitioner_id}/availability", response_model=WeeklyAvailabilityRead)
+async def read_availability(
+    practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> object:
+    rules = await service.get_weekly(session, principal, practitioner_id)
+    return WeeklyAvailabilityRead(
+        practitioner_id=practitioner_id,
+        intervals=[AvailabilityInterval.model_validate(rule, from_attributes=True) for rule in rules],
+    )
+
+
+@router.put("/practitioners/{practitioner_id}/availability", response_model=WeeklyAvailabilityRead)
+async def replace_availability(
+    practitioner_id: uuid.UUID, body: WeeklyAvailability, principal: PrincipalDep, session: SessionDep
+) -> object:
+    rules = await service.replace_weekly(session, principal, practitioner_id, body)
+    return WeeklyAvailabilityRead(
+        practitioner_id=practitioner_id,
+        intervals=[AvailabilityInterval.model_validate(rule, from_attributes=True) for rule in rules],
+    )
+
+
+@router.get("/practitioners/{practitioner_id}/overrides", response_model=list[OverrideRead])
+async def list_overrides(practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.list_overrides(session, principal, practitioner_id)
+
+
+@router.post(
+    "/practitioners/{practitioner_id}/overrides",
+    response_model=OverrideRead,
+    status_code=status.HTTP_201_CREATED,
+)
+async def add_override(
+    practitioner_id: uuid.UUID, body: OverrideCreate, principal: PrincipalDep, session: SessionDep
+) -> object:
+    return await service.add_override(session, principal, practitioner_id, body)
+
+
+@router.delete(
+    "/practitioners/{practitioner_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT
+)
+async def delete_override(
+    practitioner_id: uuid.UUID, override_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+) -> None:
+    await service.delete_override(session, principal, practitioner_id, override_id)
+
+
+# --- slots -------------------------------------------------------------------------------------------
+
+
+@router.get("/slots", response_model=SlotSearchResult)
+async def search_slots(
+    principal: PrincipalDep,
+    session: SessionDep,
+    from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
+    to: Annotated[date, Query(description="Last local date, inclusive")],
+    practitioner_id: uuid.UUID | None = None,
+    duration_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
+    interval_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
+) -> SlotSearchResult:
+    return await service.search_slots(
+        session,
+        principal,
+        first_day=from_,
+        last_day=to,
+        practitioner_id=practitioner_id,
+        duration_minutes=duration_minutes,
+        interval_minutes=interval_minutes,
+    )
+
+
+# --- patients -------------------------------------------------------------------------------------
+
+
+@router.get("/patients", response_model=list[PatientRead])
+async def list_patients(
+    principal: PrincipalDep,
+    session: SessionDep,
+    search: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> object:
+    return await service.list_patients(session, principal, search=search, limit=limit, offset=offset)
+
+
+@router.post("/patients", response_model=PatientRead, status_code=status.HTTP_201_CREATED)
+async def create_patient(body: PatientCreate, principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.create_patient(session, principal, body)
+
+
+@router.get("/patients/{patient_id}", response_model=PatientRead)
+async def read_patient(patient_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+    return await service.get_patient(session, principal, patient_id)
+
+
+@router.patch("/patients/{patient_id}", response_model=PatientRead)
+async def update_patient(
+    patient_id: uuid.UUID, body: PatientUpdate, principal: PrincipalDep, session: SessionDep
+) -> object:
+    return await service.update_patient(session, principal, patient_id, body)
+
+
+# --- appointments -----------------------------------------------------------------------------------
+
+
+@router.get("/appointments", response_model=AppointmentPage)
+async def list_appointments(
+    principal: PrincipalDep,
+    session: SessionDep,
+    practitioner_id: uuid.UUID | None = None,
+    patient_id: uuid.UUID | None = None,
+    status_: Annotated[list[AppointmentStatus] | None, Query(alias="status")] = None,
+    booking_source: BookingSource | None = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AppointmentPage:
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed(name, "needs a UTC offset, e.g. 2027-03-10T00:00:00Z")
+    items, total = await appointments.list_appointments(
+        session,
+        principal,
+        practitioner_id=practitioner_id,
+        patient_id=patient_id,
+        statuses=status_,
+        booking_source=booking_source,
+        starts_from=from_,
+        starts_before=to,
+        limit=limit,
+        offset=offset,
+    )
+    return AppointmentPage(
+        items=[AppointmentRead.model_validate(item) for item in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("/appointments", response_model=AppointmentRead, status_code=status.HTTP_201_CREATED)
+async def create_appointment(
+    body: AppointmentCreate,
+    principal: PrincipalDep,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    result = await appointments.create_appointment(session, principal, body, idempotency_key=idempotency_key)
+    headers = {
+        "ETag": _etag(result.appointment.version),
+        "Location": f"/api/v1/appointments/{result.appointment.id}",
+    }
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(result.appointment.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+@router.get("/appointments/by-reference/{reference}", response_model=AppointmentRead)
+async def read_by_reference(
+    reference: str, principal: PrincipalDep, session: SessionDep, response: Response
+) -> object:
+    appointment = await appointments.get_by_reference(session, principal, reference)
+    response.headers["ETag"] = _etag(appointment.version)
+    return appointment
+
+
+@router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
+async def read_appointment(
+    appointment_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, response: Response
+) -> object:
+    appointment = await appointments.get_appointment(session, principal, appointment_id)
+    response.headers["ETag"] = _etag(appointment.version)
+    return appointment
+
+
+@router.patch("/appointments/{appointment_id}", response_model=AppointmentRead)
+async def update_appointment(
+    appointment_id: uuid.UUID,
+    body: AppointmentUpdate,
+    principal: PrincipalDep,
+    session: SessionDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> object:
+    appointment = await appointments.update_appointment(
+        session, principal, appointment_id, body, if_match=_parse_if_match(if_match)
+    )
+    response.headers["ETag"] = _etag(appointment.version)
+    return appointment
+
+
+@router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentRead)
+async def cancel_appointment(
+    appointment_id: uuid.UUID,
+    body: AppointmentCancel,
+    principal: PrincipalDep,
+    session: SessionDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> object:
+    appointment = await appointments.cancel_appointment(
+        session, principal, appointment_id, body, if_match=_parse_if_match(if_match)
+    )
+    response.headers["ETag"] = _etag(appointment.version)
+    return appointment
