@@ -14,6 +14,7 @@ from clinicsync.sandbox.core import SandboxServer
 PROVIDERS: dict[str, str] = {
     "opendental": "clinicsync.sandbox.opendental:OpenDentalSandbox",
     "cliniko": "clinicsync.sandbox.cliniko:ClinikoSandbox",
+    "google_calendar": "clinicsync.sandbox.google_calendar:GoogleCalendarSandbox",
 }
 
 
