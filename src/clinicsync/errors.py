@@ -32,7 +32,8 @@ class ValidationFailed(ClinicSyncError):
 
     def __init__(self, field: str, reason: str, *, details: Any = None) -> None:
         super().__init__(
-            f"{field}: {reason}", details=details if details is not None else [{"field": field, "reason": reason}]
+            f"{field}: {reason}",
+            details=details if details is not None else [{"field": field, "reason": reason}],
         )
         self.field = field
         self.reason = reason

@@ -42,14 +42,17 @@ REDACTED = "[redacted]"
 def _redact(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
-            key: (REDACTED if str(key).lower() in SENSITIVE_KEYS else _redact(item)) for key, item in value.items()
+            key: (REDACTED if str(key).lower() in SENSITIVE_KEYS else _redact(item))
+            for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         return [_redact(item) for item in value]
     return value
 
 
-def redact_sensitive(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_sensitive(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key.lower() in SENSITIVE_KEYS:
             event_dict[key] = REDACTED

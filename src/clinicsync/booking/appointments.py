@@ -215,6 +215,41 @@ async def _replay(
     return BookingResult(AppointmentRead.model_validate_json(record.response_body), replayed=True)
 
 
+async def _claim_idempotency_key(
+    session: AsyncSession, principal: Principal, key: str, request_hash: str
+) -> IdempotencyRecord | BookingResult:
+    """Writes the key before anything else, or returns the stored result of its first use.
+
+    Claiming first means a concurrent retry with the same key waits on the key's unique
+    index (PostgreSQL) or on the write lock (SQLite) and then replays, instead of racing
+    the first request for the slot and losing with a misleading 409. A request that fails
+    rolls its claim back with it, so failures are not remembered.
+    """
+    if not 1 <= len(key) <= 255:
+        raise ValidationFailed("Idempotency-Key", "must be 1 to 255 characters")
+    replay = await _replay(session, principal, key, request_hash)
+    if replay is not None:
+        return replay
+    record = IdempotencyRecord(
+        organization_id=principal.organization_id,
+        key=key,
+        request_hash=request_hash,
+        response_status=201,
+        response_body="{}",
+        created_at=utcnow(),
+    )
+    session.add(record)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        replay = await _replay(session, principal, key, request_hash)
+        if replay is None:
+            raise Conflict("Idempotency-Key: a request with this key is still in progress; retry shortly") from None
+        return replay
+    return record
+
+
 async def create_appointment(
     session: AsyncSession,
     principal: Principal,
@@ -223,12 +258,12 @@ async def create_appointment(
     idempotency_key: str | None = None,
 ) -> BookingResult:
     request_hash = _request_hash(data)
+    record: IdempotencyRecord | None = None
     if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 255:
-            raise ValidationFailed("Idempotency-Key", "must be 1 to 255 characters")
-        replay = await _replay(session, principal, idempotency_key, request_hash)
-        if replay is not None:
-            return replay
+        claim = await _claim_idempotency_key(session, principal, idempotency_key, request_hash)
+        if isinstance(claim, BookingResult):
+            return claim
+        record = claim
     if principal.role == Role.PRACTITIONER:
         raise Forbidden("practitioners cannot book on a patient's behalf; ask the front desk")
     organization, zone = await service.organization_zone(session, principal.organization_id)
@@ -261,30 +296,11 @@ async def create_appointment(
         practitioner_name=practitioner.name,
         practitioner_email=practitioner.email,
     )
-    record = None
-    if idempotency_key is not None:
-        # The key is written first: a concurrent retry with the same key waits on it (PostgreSQL)
-        # or on the write lock (SQLite) and then replays, rather than racing for the slot.
-        record = IdempotencyRecord(
-            organization_id=organization.id,
-            key=idempotency_key,
-            request_hash=request_hash,
-            response_status=201,
-            response_body="{}",
-            created_at=utcnow(),
-        )
-        session.add(record)
+    session.add(appointment)
     try:
-        if record is not None:
-            await session.flush([record])
-        session.add(appointment)
         await session.flush()
     except IntegrityError as error:
         await session.rollback()
-        if idempotency_key is not None and not _is_overlap(error):
-            replay = await _replay(session, principal, idempotency_key, request_hash)
-            if replay is not None:
-                return replay
         if _is_overlap(error):
             winner = await _conflicting(session, organization.id, practitioner.id, start, end)
             raise _conflict_error(

@@ -1,0 +1,82 @@
+"""A clinic with one practitioner open every day, and a patient, built through the API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.conftest import Tenant, TenantFactory
+
+
+@dataclass(frozen=True)
+class Clinic:
+    tenant: Tenant
+    practitioner_id: uuid.UUID
+    patient_id: uuid.UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.tenant.headers
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tenant.time_zone)
+
+    def local(self, day: date, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(day, time(hour, minute), tzinfo=self.zone)
+
+
+def future_day(days: int = 10) -> date:
+    return date.today() + timedelta(days=days)
+
+
+async def open_clinic(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    *,
+    start: str = "09:00",
+    end: str = "17:00",
+    name: str = "Dr. Ada Byron",
+) -> Clinic:
+    response = await client.post("/api/v1/practitioners", json={"name": name}, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    practitioner_id = response.json()["id"]
+    week = [{"day_of_week": day, "start_time": start, "end_time": end} for day in range(7)]
+    response = await client.put(
+        f"/api/v1/practitioners/{practitioner_id}/availability",
+        json={"intervals": week},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    response = await client.post(
+        "/api/v1/patients",
+        json={
+            "first_name": "Grace",
+            "last_name": "Hopper",
+            "phone": "+1 202 555 0143",
+            "email": "g@example.com",
+        },
+        headers=tenant.headers,
+    )
+    assert response.status_code == 201, response.text
+    return Clinic(tenant, uuid.UUID(practitioner_id), uuid.UUID(response.json()["id"]))
+
+
+@pytest.fixture
+async def clinic(client: httpx.AsyncClient, tenant_factory: TenantFactory) -> Clinic:
+    return await open_clinic(client, await tenant_factory())
+
+
+def booking(clinic: Clinic, start: datetime, minutes: int = 30, **extra: object) -> dict[str, object]:
+    return {
+        "patient_id": str(clinic.patient_id),
+        "practitioner_id": str(clinic.practitioner_id),
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=minutes)).isoformat(),
+        **extra,
+    }

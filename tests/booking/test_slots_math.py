@@ -1,0 +1,124 @@
+"""Slot arithmetic without a database: windows, overrides, busy times and DST."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from clinicsync.booking.slots import (
+    DateOverride,
+    WeeklyInterval,
+    fits_availability,
+    free_slots,
+    local_windows,
+)
+
+NEW_YORK = ZoneInfo("America/New_York")
+PRACTITIONER = uuid.uuid4()
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def slots_on(day: date, weekly: list[WeeklyInterval], **kwargs: object) -> list[datetime]:
+    params: dict[str, object] = {
+        "practitioner_id": PRACTITIONER,
+        "zone": NEW_YORK,
+        "first_day": day,
+        "last_day": day,
+        "weekly": weekly,
+        "overrides": [],
+        "busy": [],
+        "duration": timedelta(minutes=30),
+        "interval": timedelta(minutes=30),
+        "earliest_start": LONG_AGO,
+    }
+    params.update(kwargs)
+    return [slot.local_start for slot in free_slots(**params)]  # type: ignore[arg-type]
+
+
+def every_day(start: time, end: time) -> list[WeeklyInterval]:
+    return [WeeklyInterval(day, start, end) for day in range(7)]
+
+
+def test_several_intervals_a_day_and_a_lunch_break_are_honoured() -> None:
+    monday = date(2027, 5, 3)
+    weekly = [
+        WeeklyInterval(0, time(9), time(12)),
+        WeeklyInterval(0, time(13), time(15)),
+        WeeklyInterval(0, time(11), time(11, 30), is_available=False),
+    ]
+    starts = [t.time() for t in slots_on(monday, weekly)]
+    assert starts == [
+        time(9),
+        time(9, 30),
+        time(10),
+        time(10, 30),
+        time(11, 30),
+        time(13),
+        time(13, 30),
+        time(14),
+        time(14, 30),
+    ]
+
+
+def test_closed_day_override_removes_the_day_and_extra_hours_add_to_it() -> None:
+    day = date(2027, 5, 4)
+    weekly = every_day(time(9), time(10))
+    closed = [DateOverride(day, None, None, is_available=False)]
+    extra = [DateOverride(day, time(18), time(19), is_available=True)]
+    assert local_windows(day, weekly, closed) == []
+    assert [t.time() for t in slots_on(day, weekly, overrides=extra)] == [
+        time(9),
+        time(9, 30),
+        time(18),
+        time(18, 30),
+    ]
+
+
+def test_busy_times_and_minimum_notice_remove_slots() -> None:
+    day = date(2027, 5, 5)
+    weekly = every_day(time(9), time(11))
+    busy = [(datetime(2027, 5, 5, 9, 30, tzinfo=NEW_YORK), datetime(2027, 5, 5, 10, tzinfo=NEW_YORK))]
+    earliest = datetime(2027, 5, 5, 9, 1, tzinfo=NEW_YORK)
+    starts = [t.time() for t in slots_on(day, weekly, busy=busy, earliest_start=earliest)]
+    assert starts == [time(10), time(10, 30)]
+
+
+def test_spring_forward_skips_the_missing_hour() -> None:
+    transition = date(2027, 3, 14)
+    starts = slots_on(transition, every_day(time(0), time(5)))
+    assert [t.strftime("%H:%M") for t in starts] == [
+        "00:00",
+        "00:30",
+        "01:00",
+        "01:30",
+        "03:00",
+        "03:30",
+        "04:00",
+        "04:30",
+    ]
+    # 01:30 EST is followed by 03:00 EDT: 30 real minutes apart, as the wall clock says.
+    assert starts[4].astimezone(UTC) - starts[3].astimezone(UTC) == timedelta(minutes=30)
+
+
+def test_fall_back_offers_each_local_time_once() -> None:
+    transition = date(2027, 11, 7)
+    starts = slots_on(transition, every_day(time(0), time(3)))
+    labels = [t.strftime("%H:%M") for t in starts]
+    assert labels == ["00:00", "00:30", "01:00", "01:30", "02:00", "02:30"]
+    assert len({t.astimezone(UTC) for t in starts}) == len(starts)
+
+
+def test_a_booking_fits_only_inside_one_window() -> None:
+    weekly = [WeeklyInterval(2, time(9), time(12))]
+    wednesday_9 = datetime(2027, 5, 5, 9, tzinfo=NEW_YORK)
+    assert fits_availability(
+        start=wednesday_9, end=wednesday_9 + timedelta(hours=1), zone=NEW_YORK, weekly=weekly, overrides=[]
+    )
+    assert not fits_availability(
+        start=wednesday_9 + timedelta(hours=2, minutes=30),
+        end=wednesday_9 + timedelta(hours=3, minutes=30),
+        zone=NEW_YORK,
+        weekly=weekly,
+        overrides=[],
+    )

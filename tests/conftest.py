@@ -1,0 +1,209 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL, against a live server.
+
+* ``database_url`` is parametrized over both backends. PostgreSQL comes from
+  CLINICSYNC_TEST_POSTGRES_URL; each xdist worker gets a fresh database of its own,
+  dropped at the end. Under CI=true a missing PostgreSQL fails the run instead of skipping.
+* ``sessionmaker`` empties every table before the test, so tests see committed data on
+  real connections (races and cross-connection reads need that; a rolled-back outer
+  transaction would hide them).
+* ``server`` runs the real app under uvicorn on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clinicsync.app import create_app
+from clinicsync.config import Settings
+from clinicsync.db import migrate
+from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
+from clinicsync.db.models import metadata
+from clinicsync.tenancy import service as tenancy_service
+from clinicsync.tenancy.models import Role
+from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+async def _create_postgres_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_postgres_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'clinicsync.sqlite3'}"
+        asyncio.run(_migrate(url))
+        yield url
+        return
+    admin_url = os.environ.get("CLINICSYNC_TEST_POSTGRES_URL")
+    if not admin_url:
+        message = "CLINICSYNC_TEST_POSTGRES_URL is not set; PostgreSQL tests cannot run"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"clinicsync_test_{_worker()}_{uuid.uuid4().hex[:8]}"
+    plain_admin_url = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        asyncio.run(_create_postgres_database(plain_admin_url, name))
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.fail(f"PostgreSQL at CLINICSYNC_TEST_POSTGRES_URL is not usable: {error}")
+    url = make_url(plain_admin_url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_migrate(url))
+    yield url
+    asyncio.run(_drop_postgres_database(plain_admin_url, name))
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return make_url(database_url).get_backend_name()
+
+
+async def _empty_all_tables(maker: async_sessionmaker[AsyncSession]) -> None:
+    tables = [table.name for table in reversed(metadata.sorted_tables)]
+    async with session_scope(maker) as session:
+        if session.bind.dialect.name == "postgresql":
+            await session.execute(text("TRUNCATE " + ", ".join(f'"{name}"' for name in tables) + " CASCADE"))
+        else:
+            for name in tables:
+                await session.execute(text(f'DELETE FROM "{name}"'))
+
+
+@pytest.fixture
+async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    maker = create_sessionmaker(engine)
+    await _empty_all_tables(maker)
+    yield maker
+    await engine.dispose()
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    settings: Settings
+    server: uvicorn.Server
+    task: asyncio.Task[None] = field(repr=False)
+
+
+async def start_server(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, port
+
+
+async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.fixture
+async def server(
+    database_url: str, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Any
+) -> AsyncIterator[RunningServer]:
+    settings = Settings(
+        database_url=database_url,
+        migrate_on_start=False,
+        environment="test",
+        var_dir=tmp_path / "var",
+        secret_key="test-secret-key-for-encryption-only",
+    )
+    uvicorn_server, task, port = await start_server(create_app(settings))
+    yield RunningServer(f"http://127.0.0.1:{port}", settings, uvicorn_server, task)
+    await stop_server(uvicorn_server, task)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An organization with an owner and a token, as a caller of the API sees it."""
+
+    organization_id: uuid.UUID
+    user_id: uuid.UUID
+    token: str
+    time_zone: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+TenantFactory = Callable[..., Awaitable[Tenant]]
+
+
+@pytest.fixture
+def tenant_factory(sessionmaker: async_sessionmaker[AsyncSession]) -> TenantFactory:
+    async def make(
+        *,
+        time_zone: str = "America/New_York",
+        role: Role = Role.OWNER,
+        organization_id: uuid.UUID | None = None,
+    ) -> Tenant:
+        async with session_scope(sessionmaker) as session:
+            if organization_id is None:
+                organization = await tenancy_service.create_organization(
+                    session, OrganizationCreate(name=f"Clinic {uuid.uuid4().hex[:6]}", time_zone=time_zone)
+                )
+                organization_id = organization.id
+            else:
+                organization = await tenancy_service.get_organization(session, organization_id)
+            user = await tenancy_service.create_user(
+                session,
+                organization_id,
+                UserCreate(email=f"{role.value}-{uuid.uuid4().hex[:6]}@example.com", role=role),
+            )
+            issued = await tenancy_service.issue_token(session, user, name="test")
+            return Tenant(organization_id, user.id, issued.token, organization.time_zone)
+
+    return make
+
+
+@pytest.fixture
+async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+        yield http
