@@ -369,6 +369,13 @@ def _pattern_to_minutes(value: Any, args: Mapping[str, Any]) -> Any:
     return len(str(value)) * int(args.get("minutes_per_char", 5))
 
 
+@_register("chain")
+def _chain(value: Any, args: Mapping[str, Any]) -> Any:
+    """Several transforms in order, as stored in one parameter-map row."""
+    steps = args.get("steps") or []
+    return apply_steps(value, [(str(step["name"]), step.get("args") or {}) for step in steps])
+
+
 def apply_steps(value: Any, steps: list[tuple[str, Mapping[str, Any]]]) -> Any:
     for name, args in steps:
         function = TRANSFORMS.get(name)
