@@ -15,6 +15,7 @@ PROVIDERS: dict[str, str] = {
     "opendental": "clinicsync.sandbox.opendental:OpenDentalSandbox",
     "cliniko": "clinicsync.sandbox.cliniko:ClinikoSandbox",
     "google_calendar": "clinicsync.sandbox.google_calendar:GoogleCalendarSandbox",
+    "dentrix_ascend": "clinicsync.sandbox.dentrix_ascend:DentrixAscendSandbox",
 }
 
 
