@@ -89,7 +89,10 @@ def not_found(resource: str) -> ClinikoError:
 def format_utc(instant: datetime | None) -> str | None:
     if instant is None:
         return None
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if instant.tzinfo is not UTC:
+        instant = instant.astimezone(UTC)
+    # isoformat is several times faster than strftime, which matters when rendering 50k rows.
+    return instant.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def parse_utc(value: Any) -> datetime | None:
