@@ -336,7 +336,7 @@ class ProviderDefinition(_Strict):
     pagination: PaginationSpec = Field(default_factory=PaginationSpec)
     test_function: str | None = None
     parameter_maps: list[ParameterMapSpec] = Field(default_factory=list)
-    functions: dict[str, EndpointSpec]
+    functions: dict[str, EndpointSpec] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod
@@ -348,8 +348,8 @@ class ProviderDefinition(_Strict):
     @field_validator("functions")
     @classmethod
     def _function_names(cls, value: dict[str, EndpointSpec]) -> dict[str, EndpointSpec]:
-        if not value:
-            raise ValueError("a provider needs at least one function")
+        # An integration being built through the admin API may have no function yet; a
+        # definition file must have one (checked in parse_definition_text).
         for name in value:
             if not FUNCTION_NAME_PATTERN.match(name):
                 raise ValueError(f"function name {name!r} must be letters, digits and _")
@@ -391,7 +391,10 @@ def parse_definition_text(text: str, source: str = "<definition>") -> ProviderDe
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise DefinitionError(source, [(where, f"not valid YAML: {problem}")]) from None
-    return parse_definition(data, source)
+    definition = parse_definition(data, source)
+    if not definition.functions:
+        raise DefinitionError(source, [("functions", "a provider needs at least one function")])
+    return definition
 
 
 def load_definition_file(path: Path) -> ProviderDefinition:
