@@ -14,6 +14,7 @@ from clinicsync.config import get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
 from clinicsync.errors import ClinicSyncError
+from clinicsync.sandbox.cli import app as sandbox_app
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 admin_app = typer.Typer(help="Organizations, users and tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(sandbox_app, name="sandbox")
 console = Console(soft_wrap=True)
 
 
