@@ -245,7 +245,9 @@ async def _claim_idempotency_key(
         await session.rollback()
         replay = await _replay(session, principal, key, request_hash)
         if replay is None:
-            raise Conflict("Idempotency-Key: a request with this key is still in progress; retry shortly") from None
+            raise Conflict(
+                "Idempotency-Key: a request with this key is still in progress; retry shortly"
+            ) from None
         return replay
     return record
 

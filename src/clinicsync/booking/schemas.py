@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
-from typing import Annotated, Self
+from typing import Annotated
 
 import phonenumbers
-from pydantic import AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from clinicsync.booking.models import AppointmentStatus, BookingSource
 from clinicsync.config import get_settings
@@ -73,11 +83,13 @@ class AvailabilityInterval(BaseModel):
     end_time: time
     is_available: bool = True
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.end_time <= self.start_time:
-            raise ValueError("end_time must be after start_time")
-        return self
+    @field_validator("end_time")
+    @classmethod
+    def _after_start(cls, end_time: time, info: ValidationInfo) -> time:
+        start_time = info.data.get("start_time")
+        if start_time is not None and end_time <= start_time:
+            raise ValueError("must be after start_time")
+        return end_time
 
 
 class WeeklyAvailability(BaseModel):
@@ -97,15 +109,22 @@ class OverrideCreate(BaseModel):
     is_available: bool = Field(default=False, description="false: closed; true: extra hours")
     reason: str = Field(default="", max_length=200)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if (self.start_time is None) != (self.end_time is None):
+    @field_validator("end_time")
+    @classmethod
+    def _paired_and_ordered(cls, end_time: time | None, info: ValidationInfo) -> time | None:
+        start_time = info.data.get("start_time")
+        if (start_time is None) != (end_time is None):
             raise ValueError("give both start_time and end_time, or neither for the whole day")
-        if self.start_time is not None and self.end_time is not None and self.end_time <= self.start_time:
-            raise ValueError("end_time must be after start_time")
-        if self.is_available and self.start_time is None:
+        if start_time is not None and end_time is not None and end_time <= start_time:
+            raise ValueError("must be after start_time")
+        return end_time
+
+    @field_validator("is_available")
+    @classmethod
+    def _extra_hours_need_times(cls, is_available: bool, info: ValidationInfo) -> bool:
+        if is_available and info.data.get("start_time") is None:
             raise ValueError("extra hours (is_available=true) need start_time and end_time")
-        return self
+        return is_available
 
 
 class OverrideRead(OverrideCreate):
@@ -122,11 +141,12 @@ class PatientCreate(BaseModel):
     phone: Phone = None
     date_of_birth: date | None = None
 
-    @model_validator(mode="after")
-    def _birth_in_past(self) -> Self:
-        if self.date_of_birth is not None and self.date_of_birth > date.today():
-            raise ValueError("date_of_birth cannot be in the future")
-        return self
+    @field_validator("date_of_birth")
+    @classmethod
+    def _birth_in_past(cls, value: date | None) -> date | None:
+        if value is not None and value > date.today():
+            raise ValueError("cannot be in the future")
+        return value
 
 
 class PatientUpdate(BaseModel):
@@ -174,13 +194,20 @@ class AppointmentCreate(BaseModel):
     booking_source: BookingSource = BookingSource.API
     notes: str = Field(default="", max_length=5000)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.end is not None and self.end <= self.start:
-            raise ValueError("end must be after start")
-        if self.status not in (AppointmentStatus.PENDING, AppointmentStatus.CONFIRMED):
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start")
+        if end is not None and start is not None and end <= start:
+            raise ValueError("must be after start")
+        return end
+
+    @field_validator("status")
+    @classmethod
+    def _new_status(cls, status: AppointmentStatus) -> AppointmentStatus:
+        if status not in (AppointmentStatus.PENDING, AppointmentStatus.CONFIRMED):
             raise ValueError("a new appointment is pending or confirmed")
-        return self
+        return status
 
 
 class AppointmentUpdate(BaseModel):
@@ -193,13 +220,20 @@ class AppointmentUpdate(BaseModel):
     notes: str | None = Field(default=None, max_length=5000)
     version: int | None = Field(default=None, ge=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise ValueError("end must be after start")
-        if self.status == AppointmentStatus.CANCELLED:
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start")
+        if end is not None and start is not None and end <= start:
+            raise ValueError("must be after start")
+        return end
+
+    @field_validator("status")
+    @classmethod
+    def _not_cancel(cls, status: AppointmentStatus | None) -> AppointmentStatus | None:
+        if status == AppointmentStatus.CANCELLED:
             raise ValueError("use POST /appointments/{id}/cancel to cancel, with a reason")
-        return self
+        return status
 
 
 class AppointmentCancel(BaseModel):
