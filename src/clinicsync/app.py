@@ -18,6 +18,8 @@ from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker
 from clinicsync.errors import ClinicSyncError
+from clinicsync.integrations.api import router as integrations_router
+from clinicsync.integrations.service import load_catalogue
 from clinicsync.logging import configure_logging, get_logger
 from clinicsync.tenancy.api import router as tenancy_router
 
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await migrate.upgrade(engine)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        await load_catalogue(app.state.sessionmaker)
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
             yield
@@ -106,4 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(tenancy_router)
     app.include_router(booking_router)
+    app.include_router(integrations_router)
     return app

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clinicsync.db.engine import session_scope
 from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from clinicsync.integrations import loader
 from clinicsync.integrations.credentials import SecretCipher, hints
@@ -587,3 +588,13 @@ async def credential_for(
             .order_by(ApiCredential.created_at)
         )
     ).first()
+
+
+async def load_catalogue(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    """Bring the catalogue in line with the shipped definitions (run at start)."""
+    try:
+        async with session_scope(sessionmaker) as session:
+            return await sync_catalogue(session)
+    except IntegrityError:
+        # Another process loaded the same definitions at the same moment; theirs stand.
+        return {}
