@@ -16,6 +16,7 @@ PROVIDERS: dict[str, str] = {
     "cliniko": "clinicsync.sandbox.cliniko:ClinikoSandbox",
     "google_calendar": "clinicsync.sandbox.google_calendar:GoogleCalendarSandbox",
     "dentrix_ascend": "clinicsync.sandbox.dentrix_ascend:DentrixAscendSandbox",
+    "vet_pims": "clinicsync.sandbox.vet_pims:VetPimsSandbox",
 }
 
 
