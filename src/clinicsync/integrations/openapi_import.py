@@ -135,9 +135,7 @@ def _function(
     body = _resolve(document, operation.get("requestBody"))
     if isinstance(body, dict):
         content = body.get("content") or {}
-        encoding, media = "json", content.get("application/json")
-        if media is None and "application/x-www-form-urlencoded" in content:
-            encoding, media = "form", content["application/x-www-form-urlencoded"]
+        media = content.get("application/json") or content.get("application/x-www-form-urlencoded")
         schema = _resolve(document, (media or {}).get("schema"))
         required = set((schema or {}).get("required") or [])
         for external in (schema or {}).get("properties") or {}:
