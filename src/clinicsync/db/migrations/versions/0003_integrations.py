@@ -143,13 +143,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["integration_id"],
             ["external_integrations.id"],
-            name="fk_integration_parameter_maps_integration_id_external_integrations",
+            name="fk_integration_parameter_maps_integration_id",
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["endpoint_id"],
             ["integration_endpoints.id"],
-            name="fk_integration_parameter_maps_endpoint_id_integration_endpoints",
+            name="fk_integration_parameter_maps_endpoint_id",
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_integration_parameter_maps"),
