@@ -318,7 +318,8 @@ class GoogleCalendarSandbox(SandboxServer):
         self.channels: dict[str, Channel] = {}
         self.deliveries: list[Delivery] = []
         self.rate_windows: dict[str, tuple[float, int]] = {}
-        self.list_requests = 0
+        self.page_dice_seed: int | None = None
+        self.page_dice = random.Random(0)
         self._http: httpx.AsyncClient | None = None
         super().__init__(**options)
 
@@ -468,9 +469,11 @@ class GoogleCalendarSandbox(SandboxServer):
                 raise bad_request("Invalid pageToken value.", location="pageToken")
             cursor = found
 
-        # Seeded per request so a given settings.page_seed replays the same short pages.
-        self.list_requests += 1
-        dice = random.Random(f"{self.config.page_seed}:{self.list_requests}")
+        # One generator per page_seed, so a seed replays the same short and empty pages.
+        if self.page_dice_seed != self.config.page_seed:
+            self.page_dice_seed = self.config.page_seed
+            self.page_dice = random.Random(self.config.page_seed)
+        dice = self.page_dice
         size = max_results
         remaining = len(cursor.event_ids) - cursor.offset
         last_page = remaining <= max_results
