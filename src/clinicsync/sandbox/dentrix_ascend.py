@@ -946,7 +946,9 @@ class DentrixAscendSandbox(SandboxServer):
                 next_month = (local.replace(day=1) + timedelta(days=32)).replace(
                     day=1, hour=0, minute=0, second=0, microsecond=0
                 )
-                retry_after = max(1, math.ceil((next_month - local).total_seconds()))
+                # Subtract in UTC: aware datetimes sharing a zone subtract as wall times, wrong across DST.
+                seconds = (next_month.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
+                retry_after = max(1, math.ceil(seconds))
                 self.note_fault(request, "ascend_quota")
                 raise SandboxError(
                     429,
