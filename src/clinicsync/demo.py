@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking import service as booking_service
 from clinicsync.booking.models import Appointment, AppointmentStatus, BookingSource
@@ -70,20 +71,20 @@ async def seed_demo(database_url: str) -> DemoClinic:
                     ),
                 )
                 await _seed_clinic(session, Principal(organization.id, admin.id, Role.OWNER))
-            admin = await session.scalar(
+            owner = await session.scalar(
                 select(User).where(User.organization_id == organization.id, User.email == DEMO_ADMIN_EMAIL)
             )
-            assert admin is not None
-            issued = await tenancy_service.issue_token(session, admin, name="demo", expires_in_days=30)
+            if owner is None:
+                raise RuntimeError(
+                    f"the demo clinic exists but its owner {DEMO_ADMIN_EMAIL} is gone; reset var/"
+                )
+            issued = await tenancy_service.issue_token(session, owner, name="demo", expires_in_days=30)
             return DemoClinic(organization.name, organization.time_zone, issued.token)
     finally:
         await engine.dispose()
 
 
-async def _seed_clinic(session: object, principal: Principal) -> None:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    assert isinstance(session, AsyncSession)
+async def _seed_clinic(session: AsyncSession, principal: Principal) -> None:
     zone = ZoneInfo("America/New_York")
     weekdays = [
         AvailabilityInterval(day_of_week=day, start_time=time(9), end_time=time(17)) for day in range(5)

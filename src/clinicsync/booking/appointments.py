@@ -14,6 +14,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, func, select
@@ -71,7 +72,7 @@ def _is_overlap(error: IntegrityError) -> bool:
     return any(marker in text for marker in OVERLAP_MARKERS)
 
 
-def _visible(query: Select[tuple[Appointment]], principal: Principal) -> Select[tuple[Appointment]]:
+def _visible(query: Select[Any], principal: Principal) -> Select[Any]:
     query = query.where(Appointment.organization_id == principal.organization_id)
     if principal.role == Role.PRACTITIONER:
         # A practitioner's portal shows their own diary only.
@@ -93,7 +94,7 @@ async def get_appointment(
 
 
 async def get_by_reference(session: AsyncSession, principal: Principal, reference: str) -> Appointment:
-    appointment = await session.scalar(
+    appointment: Appointment | None = await session.scalar(
         _visible(select(Appointment), principal).where(Appointment.booking_reference == reference.upper())
     )
     if appointment is None:
