@@ -534,7 +534,7 @@ class OpenDentalSandbox(SandboxServer):
                 CodeStr="",
             )
         for person in clinic.patients:
-            created = person.created_at.replace(microsecond=0)
+            created = min(person.created_at.replace(microsecond=0), stamp)
             self.patients[person.id] = Patient(
                 PatNum=person.id,
                 LName=person.last_name,
@@ -596,7 +596,8 @@ class OpenDentalSandbox(SandboxServer):
                 ProcDescript=type_names.get(visit.appointment_type_id, ""),
                 ClinicNum=0,
                 IsHygiene=room.is_hygiene,
-                DateTStamp=visit.updated_at.replace(microsecond=0),
+                # Never stamped later than the sandbox's own now, whatever clock the data was made for.
+                DateTStamp=min(visit.updated_at.replace(microsecond=0), stamp),
                 DateTimeArrived=arrived,
                 DateTimeSeated=arrived,
                 DateTimeDismissed=(arrived + timedelta(minutes=visit.duration_minutes)) if arrived else None,
@@ -606,7 +607,7 @@ class OpenDentalSandbox(SandboxServer):
                 colorOverride="0,0,0",
                 AppointmentTypeNum=visit.appointment_type_id,
                 SecUserNumEntry=1,
-                SecDateTEntry=visit.created_at.replace(microsecond=0),
+                SecDateTEntry=min(visit.created_at.replace(microsecond=0), stamp),
                 Priority="Normal",
                 PatternSecondary="",
                 ItemOrderPlanned=0,
