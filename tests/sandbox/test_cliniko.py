@@ -300,7 +300,7 @@ async def test_create_appointment_defaults_end_and_returns_location(api: httpx.A
 
 
 async def test_create_refuses_missing_and_unknown_references(
-    cliniko: SandboxServer, api: httpx.AsyncClient
+    cliniko: SandboxServer, api: httpx.AsyncClient, control: ControlClientFactory
 ) -> None:
     response = await api.post("/individual_appointments", json={})
     assert response.status_code == 422
@@ -322,11 +322,8 @@ async def test_create_refuses_missing_and_unknown_references(
     unknown = await api.post("/individual_appointments", json=body)
     assert unknown.status_code == 422 and unknown.json()["errors"] == {"patient": "must exist"}
     # The 2018 behaviour (issue #215) on demand: a 500 instead of a validation error.
-    assert isinstance(cliniko, ClinikoSandbox)
-    cliniko.settings = cliniko.Settings.model_validate(
-        cliniko.settings.model_dump() | {"unknown_patient_is_server_error": True}
-    )
-    cliniko.store.unknown_patient_is_server_error = True
+    ctl = await control(cliniko)
+    await ctl.put("/settings", json={"unknown_patient_is_server_error": True})
     assert (await api.post("/individual_appointments", json=body)).status_code == 500
 
 

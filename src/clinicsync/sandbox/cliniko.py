@@ -1409,6 +1409,7 @@ class ClinikoSandbox(SandboxServer):
         if self.consume_token_expiry(request):
             raise denied
         self.rate_limiter.limit_per_minute = account.rate_limit_per_minute
+        self.store.unknown_patient_is_server_error = account.unknown_patient_is_server_error
         reset_at = self.rate_limiter.check(key)
         if reset_at is not None:
             self.note_fault(request, "cliniko_rate_limit")

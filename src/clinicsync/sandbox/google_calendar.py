@@ -863,8 +863,12 @@ class GoogleCalendarSandbox(SandboxServer):
             status: int | None = None
             error: str | None = None
             try:
-                client = self._http or httpx.AsyncClient(timeout=5.0)
-                response = await client.post(channel.address, headers=headers, content=b"")
+                if self._http is not None:
+                    response = await self._http.post(channel.address, headers=headers, content=b"")
+                else:
+                    # Served without a lifespan (no shared client): a short-lived one per message.
+                    async with httpx.AsyncClient(timeout=5.0) as client:
+                        response = await client.post(channel.address, headers=headers, content=b"")
                 status = response.status_code
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
