@@ -21,8 +21,9 @@ from clinicsync.integrations.definitions import DefinitionError, load_definition
 from clinicsync.integrations.openapi_import import OpenAPIImportError, draft_definition
 
 app = typer.Typer(help="Provider definitions: validate, load into the catalogue, import from OpenAPI.")
-console = Console()
-errors = Console(stderr=True)
+# Lines are never wrapped: each error line must stay "file: path: message" for grep and CI logs.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
