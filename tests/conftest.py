@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from clinicsync.db.models import metadata
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
+from tests.factories import Clinic, Tenant, TenantFactory, open_clinic
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -159,23 +160,6 @@ async def server(
     await stop_server(uvicorn_server, task)
 
 
-@dataclass(frozen=True)
-class Tenant:
-    """An organization with an owner and a token, as a caller of the API sees it."""
-
-    organization_id: uuid.UUID
-    user_id: uuid.UUID
-    token: str
-    time_zone: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-TenantFactory = Callable[..., Awaitable[Tenant]]
-
-
 @pytest.fixture
 def tenant_factory(sessionmaker: async_sessionmaker[AsyncSession]) -> TenantFactory:
     async def make(
@@ -207,3 +191,8 @@ def tenant_factory(sessionmaker: async_sessionmaker[AsyncSession]) -> TenantFact
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+async def clinic(client: httpx.AsyncClient, tenant_factory: TenantFactory) -> Clinic:
+    return await open_clinic(client, await tenant_factory())

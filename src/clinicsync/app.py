@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -70,6 +71,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
+def install_request_logging(app: FastAPI) -> None:
+    """One line per request: method, route template, status and duration.
+
+    The route template (``/api/v1/patients/{patient_id}``) is logged instead of the URL, and
+    query strings never are, so names or phone numbers typed into a search stay out of logs.
+    """
+
+    @app.middleware("http")
+    async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        log.info(
+            "request",
+            method=request.method,
+            route=getattr(route, "path", "unmatched"),
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.json_logs)
@@ -96,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_request_logging(app)
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> JSONResponse:

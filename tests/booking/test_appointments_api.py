@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.booking.models import Appointment, IdempotencyRecord, Patient
-from tests.booking.conftest import Clinic, booking, future_day
-from tests.conftest import TenantFactory
+from tests.factories import Clinic, TenantFactory, booking, future_day
 
 
 async def count(maker: async_sessionmaker[AsyncSession], model: type) -> int:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.booking.models import Appointment, AvailabilityRule, Patient, Practitioner
-from tests.booking.conftest import Clinic, booking, future_day
+from tests.factories import Clinic, booking, future_day
 
 
 async def row_counts(maker: async_sessionmaker[AsyncSession]) -> dict[str, int]:

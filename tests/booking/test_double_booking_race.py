@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.booking.models import Appointment
-from tests.booking.conftest import Clinic, booking, future_day
 from tests.conftest import RunningServer
+from tests.factories import Clinic, booking, future_day
 
 CONTENDERS = 50
 

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.booking.conftest import open_clinic
-from tests.conftest import TenantFactory
+from tests.factories import TenantFactory, open_clinic
 
 TRANSITIONS = [
     # zone, local date, the wall-clock labels a 00:00-05:00 day should offer in 30-minute steps

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.tenancy.models import ApiToken, Role
-from tests.conftest import TenantFactory
+from tests.factories import TenantFactory
 
 
 async def test_password_login_returns_a_token_that_works_and_is_stored_hashed(

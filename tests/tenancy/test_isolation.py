@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from clinicsync.app import create_app
-from tests.booking.conftest import booking, future_day, open_clinic
-from tests.conftest import RunningServer, TenantFactory
+from tests.conftest import RunningServer
+from tests.factories import TenantFactory, booking, future_day, open_clinic
 
 # Bodies that would be valid for the route's own organization, so a refusal can only be about ownership.
 VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {

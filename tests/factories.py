@@ -1,16 +1,31 @@
-"""A clinic with one practitioner open every day, and a patient, built through the API."""
+"""Test data built through the public API: tenants, and a clinic open for booking."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
-from tests.conftest import Tenant, TenantFactory
+
+@dataclass(frozen=True)
+class Tenant:
+    """An organization with an owner and a token, as a caller of the API sees it."""
+
+    organization_id: uuid.UUID
+    user_id: uuid.UUID
+    token: str
+    time_zone: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+TenantFactory = Callable[..., Awaitable[Tenant]]
 
 
 @dataclass(frozen=True)
@@ -65,11 +80,6 @@ async def open_clinic(
     )
     assert response.status_code == 201, response.text
     return Clinic(tenant, uuid.UUID(practitioner_id), uuid.UUID(response.json()["id"]))
-
-
-@pytest.fixture
-async def clinic(client: httpx.AsyncClient, tenant_factory: TenantFactory) -> Clinic:
-    return await open_clinic(client, await tenant_factory())
 
 
 def booking(clinic: Clinic, start: datetime, minutes: int = 30, **extra: object) -> dict[str, object]:
