@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("auth_type", sa.String(length=40), nullable=True),
         sa.Column("auth_settings", sa.JSON(), nullable=False),
         sa.Column("rate_limit_requests", sa.Integer(), nullable=True),
-        sa.Column("rate_limit_period_seconds", sa.Float(), nullable=True),
+        sa.Column("rate_limit_period_seconds", sa.Double(), nullable=True),
         sa.Column("rate_limit_burst", sa.Integer(), nullable=True),
         sa.Column("pagination_style", sa.String(length=20), nullable=True),
         sa.Column("pagination_settings", sa.JSON(), nullable=False),
