@@ -181,9 +181,7 @@ async def test_fixed_and_uniform_latency(sandbox_factory: SandboxFactory, contro
         await ctl.put("/faults", json={"latency_ms": 20, "latency_max_ms": 60})
         await client.get("/patients")
         await ctl.post("/faults/reset")
-        began = loop.time()
         await client.get("/patients")
-        assert loop.time() - began < 0.14
         faults = [entry["fault"] for entry in (await ctl.get("/requests")).json()]
         assert faults[0] == "latency:150ms"
         low, high = 20, 60
