@@ -14,6 +14,8 @@ from clinicsync.config import get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
 from clinicsync.errors import ClinicSyncError
+from clinicsync.integrations.cli import app as providers_app
+from clinicsync.integrations.cli import rotate_key_command
 from clinicsync.sandbox.cli import app as sandbox_app
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
@@ -25,6 +27,8 @@ admin_app = typer.Typer(help="Organizations, users and tokens.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(providers_app, name="providers")
+admin_app.command("rotate-key")(rotate_key_command)
 console = Console(soft_wrap=True)
 
 
