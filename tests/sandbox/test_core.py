@@ -263,7 +263,7 @@ async def test_drop_after_commit_applies_the_write(
         names = {p["name"] for p in (await client.get("/patients", params={"limit": 100})).json()}
         assert "Ghost Write" in names
         log = (await ctl.get("/requests")).json()
-        assert log[1]["faults"] == ["drop_after_commit", "committed_status:201"]
+        assert log[1]["faults"] == ["drop_after_commit", "dropped_status:201"]
         assert log[1]["status"] is None
 
 

@@ -713,8 +713,9 @@ class FaultMiddleware:
                     entry.status = message["status"]
 
             await self.app(scope, receive, swallow)
-            # The write is applied; the client never learns. Log no status it could have seen.
-            entry.faults.append(f"committed_status:{entry.status}")
+            # The write is applied (when the handler succeeded); the client never learns the outcome:
+            # log the status it would have seen, and no status actually sent.
+            entry.faults.append(f"dropped_status:{entry.status}")
             entry.status = None
             await self._reset(send, scope, receive, recording_send)
             return
