@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import BackgroundTasks, Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.db.engine import session_scope
@@ -28,11 +28,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the transaction commits before the response is sent, so a 201 always means
+# committed, and a commit failure still reaches the caller as an error response.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_principal(
     request: Request,
+    session: SessionDep,
+    background: BackgroundTasks,
     authorization: Annotated[str | None, Header()] = None,
     x_organization_id: Annotated[str | None, Header()] = None,
 ) -> Principal:
@@ -41,9 +45,9 @@ async def get_principal(
     scheme, _, raw_token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not raw_token.strip():
         raise Unauthorized("Authorization must be: Bearer <token>")
-    sessionmaker = get_sessionmaker(request)
-    async with session_scope(sessionmaker, write=False) as session:
-        principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
+    # The request's own session: one pooled connection per request, so a burst of requests
+    # can never hold every connection while each waits for a second one.
+    principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
     if x_organization_id is not None:
         try:
             claimed = uuid.UUID(x_organization_id)
@@ -52,9 +56,14 @@ async def get_principal(
         if claimed != principal.organization_id:
             raise Forbidden("X-Organization-ID: the token does not belong to this organization")
     if stale and principal.token_id is not None:
-        async with session_scope(sessionmaker) as session:
-            await tenancy_service.touch_token(session, principal.token_id)
+        background.add_task(_touch_token, get_sessionmaker(request), principal.token_id)
     return principal
+
+
+async def _touch_token(sessionmaker: async_sessionmaker[AsyncSession], token_id: uuid.UUID) -> None:
+    """Records token use after the response, outside the request's (possibly read-only) transaction."""
+    async with session_scope(sessionmaker) as session:
+        await tenancy_service.touch_token(session, token_id)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

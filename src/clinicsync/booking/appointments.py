@@ -300,12 +300,14 @@ async def create_appointment(
         practitioner_email=practitioner.email,
     )
     session.add(appointment)
+    # Plain ids survive the rollback below; ORM attributes would be expired by it.
+    organization_id, practitioner_id = organization.id, practitioner.id
     try:
         await session.flush()
     except IntegrityError as error:
         await session.rollback()
         if _is_overlap(error):
-            winner = await _conflicting(session, organization.id, practitioner.id, start, end)
+            winner = await _conflicting(session, organization_id, practitioner_id, start, end)
             raise _conflict_error(
                 zone, winner.starts_at if winner else None, winner.ends_at if winner else None
             ) from None
