@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.config import get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
-from clinicsync.errors import ClinicSyncError
+from clinicsync.errors import ClinicSyncError, NotFound
 from clinicsync.integrations.cli import app as providers_app
 from clinicsync.integrations.cli import rotate_key_command
 from clinicsync.sandbox.cli import app as sandbox_app
 from clinicsync.tenancy import service as tenancy_service
-from clinicsync.tenancy.models import Role
+from clinicsync.tenancy.models import Role, User
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
 app = typer.Typer(help="clinicsync: booking for clinics, kept in step with their PMS.", no_args_is_help=True)
@@ -30,6 +32,27 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(providers_app, name="providers")
 admin_app.command("rotate-key")(rotate_key_command)
 console = Console(soft_wrap=True)
+
+
+T = TypeVar("T")
+
+
+def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Runs one unit of admin work in a transaction on a migrated database; domain errors exit 2."""
+
+    async def run() -> T:
+        engine = create_engine(get_settings().database_url)
+        try:
+            await migrate.upgrade(engine)
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ClinicSyncError as error:
+        raise _fail(error.message) from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -97,20 +120,10 @@ def create_org(
     except ValueError as error:
         raise _fail(str(error)) from None
 
-    async def run() -> uuid.UUID:
-        engine = create_engine(get_settings().database_url)
-        try:
-            await migrate.upgrade(engine)
-            async with session_scope(create_sessionmaker(engine)) as session:
-                organization = await tenancy_service.create_organization(session, data)
-                return organization.id
-        finally:
-            await engine.dispose()
+    async def create(session: AsyncSession) -> uuid.UUID:
+        return (await tenancy_service.create_organization(session, data)).id
 
-    try:
-        console.print(str(asyncio.run(run())))
-    except ClinicSyncError as error:
-        raise _fail(error.message) from None
+    console.print(str(_in_session(create)))
 
 
 @admin_app.command("create-user")
@@ -127,20 +140,11 @@ def create_user(
     except ValueError as error:
         raise _fail(str(error)) from None
 
-    async def run() -> uuid.UUID:
-        engine = create_engine(get_settings().database_url)
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                await tenancy_service.get_organization(session, organization_id)
-                user = await tenancy_service.create_user(session, organization_id, data)
-                return user.id
-        finally:
-            await engine.dispose()
+    async def create(session: AsyncSession) -> uuid.UUID:
+        await tenancy_service.get_organization(session, organization_id)
+        return (await tenancy_service.create_user(session, organization_id, data)).id
 
-    try:
-        console.print(str(asyncio.run(run())))
-    except ClinicSyncError as error:
-        raise _fail(error.message) from None
+    console.print(str(_in_session(create)))
 
 
 @admin_app.command("create-token")
@@ -151,23 +155,14 @@ def create_token(
 ) -> None:
     """Issue an API token for a user; it is printed once and only its hash is stored."""
 
-    async def run() -> str:
-        engine = create_engine(get_settings().database_url)
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                from clinicsync.tenancy.models import User
+    async def issue(session: AsyncSession) -> str:
+        user = await session.get(User, user_id)
+        if user is None or not user.is_active:
+            raise NotFound(f"--user: no active user {user_id}")
+        issued = await tenancy_service.issue_token(session, user, name=name, expires_in_days=expires_in_days)
+        return issued.token
 
-                user = await session.get(User, user_id)
-                if user is None or not user.is_active:
-                    raise _fail(f"--user: no active user {user_id}")
-                issued = await tenancy_service.issue_token(
-                    session, user, name=name, expires_in_days=expires_in_days
-                )
-                return issued.token
-        finally:
-            await engine.dispose()
-
-    console.print(asyncio.run(run()))
+    console.print(_in_session(issue))
 
 
 if __name__ == "__main__":
