@@ -22,9 +22,17 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     return sessionmaker
 
 
+def writes_in_own_transactions(request: Request) -> None:
+    """Route dependency: the route writes only in short transactions of its own (the integration
+    executor does, around provider calls), so its request transaction just reads. On SQLite a
+    writing request transaction would hold the write lock those inner transactions wait for."""
+    request.state.read_only_session = True
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed when the route returns without error."""
-    async with session_scope(get_sessionmaker(request), write=request.method not in READ_METHODS) as session:
+    write = request.method not in READ_METHODS and not getattr(request.state, "read_only_session", False)
+    async with session_scope(get_sessionmaker(request), write=write) as session:
         yield session
 
 

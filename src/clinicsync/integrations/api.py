@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Request, Response, status
 
 from clinicsync.config import Settings
-from clinicsync.deps import AdminDep, PrincipalDep, SessionDep, get_sessionmaker
+from clinicsync.deps import AdminDep, PrincipalDep, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.errors import ValidationFailed
 from clinicsync.integrations import service
 from clinicsync.integrations.credentials import cipher_for
@@ -48,7 +48,11 @@ def executor(request: Request) -> IntegrationExecutor:
 # ---- running functions ------------------------------------------------------------
 
 
-@router.post("/api/integrations/{provider}", response_model=ExecuteResponse)
+@router.post(
+    "/api/integrations/{provider}",
+    response_model=ExecuteResponse,
+    dependencies=[Depends(writes_in_own_transactions)],
+)
 async def run_function(
     provider: str, payload: ExecuteRequest, principal: PrincipalDep, request: Request
 ) -> ExecuteResponse:
@@ -267,7 +271,11 @@ async def delete_credential(credential_id: uuid.UUID, session: SessionDep, princ
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@admin.post("/api-credentials/{credential_id}/test", response_model=CredentialTestResult)
+@admin.post(
+    "/api-credentials/{credential_id}/test",
+    response_model=CredentialTestResult,
+    dependencies=[Depends(writes_in_own_transactions)],
+)
 async def test_credential(
     credential_id: uuid.UUID, principal: AdminDep, request: Request
 ) -> CredentialTestResult:
