@@ -183,6 +183,13 @@ class SlotSearchResult(BaseModel):
     slots: list[SlotRead]
 
 
+def end_after_start(end: datetime | None, info: ValidationInfo) -> datetime | None:
+    start = info.data.get("start")
+    if end is not None and start is not None and end <= start:
+        raise ValueError("must be after start")
+    return end
+
+
 class AppointmentCreate(BaseModel):
     patient_id: uuid.UUID
     practitioner_id: uuid.UUID
@@ -194,13 +201,7 @@ class AppointmentCreate(BaseModel):
     booking_source: BookingSource = BookingSource.API
     notes: str = Field(default="", max_length=5000)
 
-    @field_validator("end")
-    @classmethod
-    def _after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
-        start = info.data.get("start")
-        if end is not None and start is not None and end <= start:
-            raise ValueError("must be after start")
-        return end
+    _end_after_start = field_validator("end")(end_after_start)
 
     @field_validator("status")
     @classmethod
@@ -220,13 +221,7 @@ class AppointmentUpdate(BaseModel):
     notes: str | None = Field(default=None, max_length=5000)
     version: int | None = Field(default=None, ge=1)
 
-    @field_validator("end")
-    @classmethod
-    def _after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
-        start = info.data.get("start")
-        if end is not None and start is not None and end <= start:
-            raise ValueError("must be after start")
-        return end
+    _end_after_start = field_validator("end")(end_after_start)
 
     @field_validator("status")
     @classmethod
