@@ -284,9 +284,26 @@ async def test_no_plaintext_secret_in_database_or_responses(
     responses = [made.text]
     responses.append((await client.get("/api/admin/api-credentials", headers=h)).text)
     responses.append((await client.get(f"/api/admin/api-credentials/{made.json()['id']}", headers=h)).text)
-    tested = await client.post(f"/api/admin/api-credentials/{made.json()['id']}/test", headers=h)
+    # The test call goes to a loopback stand-in that refuses every key, never to the internet.
+    refusing = FastAPI()
+
+    @refusing.get("/v1/models")
+    async def models() -> JSONResponse:
+        return JSONResponse(
+            {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}, 401
+        )
+
+    async with serve(refusing) as base_url:
+        pointed = await client.post(
+            "/api/admin/integrations",
+            headers=h,
+            json={"provider_key": "openai", "base_url": base_url + "/v1"},
+        )
+        assert pointed.status_code == 201, pointed.text
+        tested = await client.post(f"/api/admin/api-credentials/{made.json()['id']}/test", headers=h)
     responses.append(tested.text)
-    assert tested.status_code == 200 and tested.json()["success"] is False  # no network to api.openai.com
+    assert tested.status_code == 200 and tested.json()["success"] is False
+    assert tested.json()["code"] == "auth_failed"
     for text_ in responses:
         assert secret not in text_ and secret[-8:] not in text_
     async with sessionmaker() as session:
