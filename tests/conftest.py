@@ -15,13 +15,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +30,7 @@ from clinicsync.config import Settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
 from clinicsync.db.models import metadata
+from clinicsync.serving import serving
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
@@ -121,27 +121,6 @@ async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[As
 class RunningServer:
     base_url: str
     settings: Settings
-    server: uvicorn.Server
-    task: asyncio.Task[None] = field(repr=False)
-
-
-async def start_server(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, task, port
-
-
-async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    await asyncio.wait_for(task, timeout=10)
 
 
 @pytest.fixture
@@ -155,9 +134,8 @@ async def server(
         var_dir=tmp_path / "var",
         secret_key="test-secret-key-for-encryption-only",
     )
-    uvicorn_server, task, port = await start_server(create_app(settings))
-    yield RunningServer(f"http://127.0.0.1:{port}", settings, uvicorn_server, task)
-    await stop_server(uvicorn_server, task)
+    async with serving(create_app(settings)) as base_url:
+        yield RunningServer(base_url, settings)
 
 
 @pytest.fixture

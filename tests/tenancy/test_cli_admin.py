@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from clinicsync.app import create_app
 from clinicsync.cli import app
 from clinicsync.config import get_settings
-from tests.conftest import start_server, stop_server
+from clinicsync.serving import serving
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -63,14 +63,10 @@ def test_an_admin_created_from_the_cli_can_call_the_api(cli_database: str) -> No
 
 
 async def _read_organization(token: str) -> dict[str, object]:
-    server, task, port = await start_server(create_app(get_settings()))
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            response = await http.get("/api/v1/organization", headers={"Authorization": f"Bearer {token}"})
-            body: dict[str, object] = response.json()
-            return body
-    finally:
-        await stop_server(server, task)
+    async with serving(create_app(get_settings())) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.get("/api/v1/organization", headers={"Authorization": f"Bearer {token}"})
+        body: dict[str, object] = response.json()
+        return body
 
 
 def test_bad_cli_input_is_a_clear_error(cli_database: str) -> None:

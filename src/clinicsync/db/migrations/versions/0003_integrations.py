@@ -32,7 +32,7 @@ def _timestamps() -> list[sa.Column[object]]:
     ]
 
 
-def _organization(table: str, nullable: bool) -> list[object]:
+def _organization(table: str, nullable: bool) -> list[sa.schema.SchemaItem]:
     return [
         sa.Column("organization_id", sa.Uuid(), nullable=nullable),
         sa.ForeignKeyConstraint(
