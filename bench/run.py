@@ -198,7 +198,7 @@ async def main(arguments: argparse.Namespace) -> str:
             row += f" | {values[1] / values[0]:.2f}"
         lines.append(row + " |")
     lines += ["", "## Sandbox data generator", "", "| measure | value |", "| --- | --- |"]
-    lines += [f"| {key} | {value:.2f} |" for key, value in generator_figures().items()]
+    lines += [f"| {key} | {value:g} |" for key, value in generator_figures().items()]
     lines += [
         "",
         "What the measures are: `book` is one POST /appointments at a free time (validation, availability "

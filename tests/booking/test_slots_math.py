@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from clinicsync.booking.slots import (
+    BusyTimes,
     DateOverride,
     WeeklyInterval,
     fits_availability,
@@ -122,3 +123,19 @@ def test_a_booking_fits_only_inside_one_window() -> None:
         weekly=weekly,
         overrides=[],
     )
+
+
+def test_busy_times_find_overlaps_among_nested_and_unsorted_intervals() -> None:
+    at = datetime(2027, 5, 5, tzinfo=UTC)
+    busy = BusyTimes(
+        [
+            (at + timedelta(hours=5), at + timedelta(hours=6)),
+            (at + timedelta(hours=1), at + timedelta(hours=4)),  # contains the next one
+            (at + timedelta(hours=2), at + timedelta(hours=3)),
+        ]
+    )
+    assert busy.overlaps(at + timedelta(hours=3, minutes=30), at + timedelta(hours=3, minutes=45))
+    assert not busy.overlaps(at + timedelta(hours=4), at + timedelta(hours=5))  # half-open: back to back
+    assert not busy.overlaps(at, at + timedelta(hours=1))
+    assert busy.overlaps(at + timedelta(hours=5, minutes=59), at + timedelta(hours=7))
+    assert not BusyTimes([]).overlaps(at, at + timedelta(hours=1))

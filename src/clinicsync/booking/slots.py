@@ -14,6 +14,7 @@ Durations and overlaps are always measured in UTC.
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -109,8 +110,24 @@ def _window_bounds_utc(day: date, window: Interval, zone: ZoneInfo) -> tuple[dat
     return start, end
 
 
-def _overlaps(start: datetime, end: datetime, busy: Sequence[tuple[datetime, datetime]]) -> bool:
-    return any(b_start < end and start < b_end for b_start, b_end in busy)
+class BusyTimes:
+    """Busy intervals answering "does [start, end) overlap any?" in O(log n).
+
+    Sorted by start with a running maximum of ends: the intervals starting before ``end``
+    are a prefix, and one of them overlaps exactly when the latest end in that prefix is
+    after ``start``. No assumption that busy intervals are disjoint.
+    """
+
+    def __init__(self, busy: Iterable[tuple[datetime, datetime]]) -> None:
+        ordered = sorted(busy)
+        self._starts = [b_start for b_start, _ in ordered]
+        self._max_ends: list[datetime] = []
+        for _, b_end in ordered:
+            self._max_ends.append(max(b_end, self._max_ends[-1]) if self._max_ends else b_end)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        before_end = bisect_left(self._starts, end)
+        return before_end > 0 and self._max_ends[before_end - 1] > start
 
 
 def free_slots(
@@ -127,7 +144,7 @@ def free_slots(
     earliest_start: datetime,
 ) -> Iterator[Slot]:
     """Free start times of ``duration`` between two local dates (inclusive), stepped by ``interval``."""
-    busy_sorted = sorted(busy)
+    busy_times = BusyTimes(busy)
     day = first_day
     while day <= last_day:
         for window in local_windows(day, weekly, overrides):
@@ -142,7 +159,7 @@ def free_slots(
                 end = start + duration
                 if end > window_end_utc or start < earliest_start:
                     continue
-                if _overlaps(start, end, busy_sorted):
+                if busy_times.overlaps(start, end):
                     continue
                 yield Slot(practitioner_id, start, end, start.astimezone(zone))
         day += timedelta(days=1)
