@@ -59,7 +59,11 @@ async def run_sandbox(
 ) -> AsyncIterator[SandboxServer]:
     """Serve a sandbox until the block exits; yields the server with ``root_url``/``base_url`` set."""
     server = make_server(provider, **options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # asyncio only turns on TCP_NODELAY for sockets whose protocol is IPPROTO_TCP, and accepted
+    # connections inherit the listening socket's protocol. With the default 0, Nagle's algorithm
+    # holds uvicorn's response body behind its headers until the client's delayed ACK (~40 ms a
+    # request on a kept-alive connection).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
