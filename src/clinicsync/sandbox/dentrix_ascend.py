@@ -616,6 +616,25 @@ class AscendStore:
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
     rate_windows: dict[tuple[str, int], int] = field(default_factory=dict)
     monthly_calls: dict[str, int] = field(default_factory=dict)
+    # Sorted, filtered lists by query, valid while ``revision`` is unchanged: every page of a full read
+    # asks the same question, and re-filtering and re-sorting 50,000 rows per page dominated it.
+    revision: int = 0
+    selections: dict[tuple[Any, ...], tuple[int, list[Any]]] = field(default_factory=dict)
+
+    def changed(self) -> None:
+        """Call after any change to a patient or appointment: cached list selections become stale."""
+        self.revision += 1
+        self.selections.clear()
+
+    def selection(self, key: tuple[Any, ...], compute: Callable[[], list[Any]]) -> list[Any]:
+        cached = self.selections.get(key)
+        if cached is not None and cached[0] == self.revision:
+            return cached[1]
+        rows = compute()
+        if len(self.selections) >= 16:
+            self.selections.clear()
+        self.selections[key] = (self.revision, rows)
+        return rows
 
     def table(self, resource: str) -> dict[int, Any]:
         tables: dict[str, dict[int, Any]] = {
@@ -848,6 +867,7 @@ class DentrixAscendSandbox(SandboxServer):
             row = self._appointment_for_action(body)
             row.status = self.account.cancelled_status
             row.lastModified = self.clock.now()
+            self.store.changed()
             return appointment_json(row)
 
         async def move_appointment(body: dict[str, Any]) -> dict[str, Any]:
@@ -863,12 +883,14 @@ class DentrixAscendSandbox(SandboxServer):
                     raise SandboxError(404, f"no operatory {operatory_id}", reason="operatory_id")
                 row.operatory_id = operatory_id
             row.lastModified = self.clock.now()
+            self.store.changed()
             return appointment_json(row)
 
         async def delete_appointment(body: dict[str, Any]) -> dict[str, Any]:
             """Delete an appointment outright: it vanishes from lists without a lastModified change."""
             row = self._appointment_for_action(body)
             row.deleted = True
+            self.store.changed()
             return {"deleted": row.id}
 
         async def add_patient(body: dict[str, Any]) -> dict[str, Any]:
@@ -1024,14 +1046,21 @@ class DentrixAscendSandbox(SandboxServer):
         except FilterError as exc:
             raise api_error(400, "INVALID_FILTER", str(exc), filter=raw_filter)
         account = self.account
-        rows = [row for row in self.store.table(resource.name).values() if not getattr(row, "deleted", False)]
-        if resource.name == "appointments" and not account.list_cancelled:
-            asks_for_status = any(clause.field_name == "status" for clause in clauses)
-            if not asks_for_status:
-                rows = [row for row in rows if row.status != account.cancelled_status]
-        selected = sorted(
-            (row for row in rows if matches(row, clauses, resource.filters)), key=resource.sort_key
-        )
+
+        def select() -> list[Any]:
+            rows = [
+                row for row in self.store.table(resource.name).values() if not getattr(row, "deleted", False)
+            ]
+            if resource.name == "appointments" and not account.list_cancelled:
+                asks_for_status = any(clause.field_name == "status" for clause in clauses)
+                if not asks_for_status:
+                    rows = [row for row in rows if row.status != account.cancelled_status]
+            return sorted(
+                (row for row in rows if matches(row, clauses, resource.filters)), key=resource.sort_key
+            )
+
+        key = (resource.name, raw_filter, account.list_cancelled, account.cancelled_status)
+        selected = self.store.selection(key, select)
         wanted = self._response_fields(request, resource)
         if wanted is not None and request.query_params.get("responseFields"):
             unknown = sorted(name for name in wanted if name not in resource.all_fields)
@@ -1211,6 +1240,7 @@ class DentrixAscendSandbox(SandboxServer):
         warnings = self._overlap_warnings(appointment)
         self.store.next_appointment_id += 1
         self.store.appointments[appointment.id] = appointment
+        self.store.changed()
         return appointment, warnings
 
     def update_appointment(
@@ -1277,6 +1307,7 @@ class DentrixAscendSandbox(SandboxServer):
         warnings = [] if candidate.status == account.cancelled_status else self._overlap_warnings(candidate)
         candidate.lastModified = self.clock.now()
         self.store.appointments[row.id] = candidate
+        self.store.changed()
         return candidate, warnings
 
     def create_patient(self, body: Mapping[str, Any]) -> tuple[Patient, list[dict[str, Any]]]:
@@ -1350,6 +1381,7 @@ class DentrixAscendSandbox(SandboxServer):
         )
         self.store.next_patient_id += 1
         self.store.patients[patient.id] = patient
+        self.store.changed()
         warnings = (
             [
                 {
@@ -1472,6 +1504,7 @@ class DentrixAscendSandbox(SandboxServer):
                 )
             row = self.get_one(RESOURCES["appointments"], record_id)
             row.deleted = True
+            self.store.changed()
             return Response(status_code=204)
 
         @router.post("/patients")

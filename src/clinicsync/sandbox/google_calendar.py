@@ -141,7 +141,13 @@ NOT_FOUND = ("notFound", "Not Found")
 
 
 def format_rfc3339(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+    utc = instant.astimezone(UTC)
+    millis = f".{instant.microsecond // 1000:03d}Z"
+    # isoformat is several times faster than strftime (a 50,000-event clinic formats 200,000 stamps)
+    # and gives the same text, except that it zero-pads years below 1000 where strftime does not.
+    if utc.year >= 1000:
+        return utc.replace(tzinfo=None, microsecond=0).isoformat() + millis
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + millis
 
 
 def parse_rfc3339(value: str, name: str) -> datetime:

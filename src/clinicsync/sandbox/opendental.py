@@ -350,11 +350,22 @@ def wire_bool(value: bool) -> str:
 
 
 def wire_date(value: date | None) -> str:
-    return value.strftime(DATE_FORMAT) if value else NULL_DATE
+    if not value:
+        return NULL_DATE
+    # isoformat is several times faster than strftime (a full read formats hundreds of thousands of
+    # values) and gives the same text, except that it zero-pads years below 1000 where strftime does not.
+    if type(value) is date and value.year >= 1000:
+        return value.isoformat()
+    return value.strftime(DATE_FORMAT)
 
 
 def wire_local(value: datetime | None) -> str:
-    return value.strftime(DATETIME_FORMAT) if value else NULL_DATETIME
+    if not value:
+        return NULL_DATETIME
+    # As in wire_date; an aware value would also get an offset from isoformat, so it keeps strftime.
+    if value.tzinfo is None and value.year >= 1000:
+        return value.isoformat(sep=" ", timespec="seconds")
+    return value.strftime(DATETIME_FORMAT)
 
 
 def parse_bool(name: str, value: Any) -> bool:

@@ -20,6 +20,7 @@ zone.
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import math
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Request
@@ -298,6 +299,7 @@ class Session:
 
 
 RecordT = TypeVar("RecordT", Client, Animal, Vet, Room, VisitType, Booking, Consultation)
+LookupT = TypeVar("LookupT")
 TABLES: dict[str, type[Any]] = {
     "clients": Client,
     "patients": Animal,
@@ -459,6 +461,7 @@ class VetPimsSandbox(SandboxServer):
 
     def __init__(self, **options: Any) -> None:
         self.store = VetStore()
+        self._lookups: dict[tuple[Any, ...], tuple[VetStore, int, Any]] = {}
         super().__init__(**options)
 
     @property
@@ -480,6 +483,55 @@ class VetPimsSandbox(SandboxServer):
         if configured is not None:
             hours.update(configured)
         return {day: hours.get(day) for day in WEEKDAYS}
+
+    # ------------------------------------------------------------------ derived lookups
+
+    def _derived(self, key: tuple[Any, ...], table: str, build: Callable[[VetStore], LookupT]) -> LookupT:
+        """A lookup built from ``table``, kept until that table grows or the store is replaced.
+
+        Rows of every table here are only ever added, never removed, and the fields these lookups
+        read (owner, appointment, start, names) never change after creation, so the row count tells
+        exactly when a lookup is stale. A full read of a 50,000-visit clinic would otherwise scan
+        every row for each row it renders.
+        """
+        store = self.store
+        size = len(getattr(store, table))
+        cached = self._lookups.get(key)
+        if cached is not None and cached[0] is store and cached[1] == size:
+            return cast(LookupT, cached[2])
+        value = build(store)
+        if len(self._lookups) > 32:
+            self._lookups.clear()
+        self._lookups[key] = (store, size, value)
+        return value
+
+    def animal_ids_by_client(self) -> dict[int, list[int]]:
+        def build(store: VetStore) -> dict[int, list[int]]:
+            owned: dict[int, list[int]] = {}
+            for row in store.patients.values():
+                owned.setdefault(row.client_id, []).append(row.id)
+            return owned
+
+        return self._derived(("animals_by_client",), "patients", build)
+
+    def consultation_by_appointment(self) -> dict[int, int]:
+        def build(store: VetStore) -> dict[int, int]:
+            first: dict[int, int] = {}
+            for row in store.consultations.values():
+                if row.appointment_id is not None:
+                    first.setdefault(row.appointment_id, row.id)
+            return first
+
+        return self._derived(("consultation_by_appointment",), "consultations", build)
+
+    def bookings_by_start(self) -> tuple[list[datetime], list[Booking]]:
+        """Every booking, deleted and cancelled too, in (start, id) order, with the starts alongside."""
+
+        def build(store: VetStore) -> tuple[list[datetime], list[Booking]]:
+            ordered = sorted(store.appointments.values(), key=lambda row: (row.start, row.id))
+            return [row.start for row in ordered], ordered
+
+        return self._derived(("bookings_by_start",), "appointments", build)
 
     # ------------------------------------------------------------------ framework hooks
 
@@ -796,7 +848,7 @@ class VetPimsSandbox(SandboxServer):
             "city": client.city,
             "state": client.state,
             "postcode": client.postcode,
-            "patient_ids": [row.id for row in self.store.patients.values() if row.client_id == client.id],
+            "patient_ids": list(self.animal_ids_by_client().get(client.id, ())),
             "created_at": self.wall(client.created_at),
             "updated_at": self.wall(client.updated_at),
         }
@@ -826,9 +878,7 @@ class VetPimsSandbox(SandboxServer):
         vet = store.vets.get(booking.provider_id or 0)
         room = store.rooms.get(booking.room_id or 0)
         start, end = self.local(booking.start), self.local(booking.end)
-        consultation = next(
-            (row.id for row in store.consultations.values() if row.appointment_id == booking.id), None
-        )
+        consultation = self.consultation_by_appointment().get(booking.id)
         return {
             "id": booking.id,
             "appointment_date": start.date().isoformat(),
@@ -1223,16 +1273,14 @@ class VetPimsSandbox(SandboxServer):
             # ``end`` is exclusive, as FullCalendar sends it.
             window_start = self.clock.from_local(datetime.combine(first, time()))
             window_end = self.clock.from_local(datetime.combine(last, time()))
-            rows = sorted(
-                (
-                    row
-                    for row in store().appointments.values()
-                    if not row.deleted
-                    and (include_cancelled or row.status != "cancelled")
-                    and window_start <= row.start < window_end
-                ),
-                key=lambda row: (row.start, row.id),
-            )
+            starts, ordered = self.bookings_by_start()
+            rows = [
+                row
+                for row in ordered[
+                    bisect.bisect_left(starts, window_start) : bisect.bisect_left(starts, window_end)
+                ]
+                if not row.deleted and (include_cancelled or row.status != "cancelled")
+            ]
             return JSONResponse([self.event_json(row) for row in rows])
 
         @router.get("/schedule/getScheduleConfigs")
@@ -1317,15 +1365,21 @@ class VetPimsSandbox(SandboxServer):
         @router.get("/clients/search")
         async def search_clients(request: Request) -> Response:
             query = request.query_params.get("q", "").strip().lower()
-            rows = [
-                row
-                for row in store().clients.values()
-                if not query
-                or query in f"{row.first_name} {row.last_name}".lower()
-                or query in row.email.lower()
-                or query.replace(" ", "") in row.phone
-            ]
-            return page_of(request, sorted(rows, key=lambda row: row.id), self.client_json)
+
+            def matching(table: VetStore) -> list[Client]:
+                rows = [
+                    row
+                    for row in table.clients.values()
+                    if not query
+                    or query in f"{row.first_name} {row.last_name}".lower()
+                    or query in row.email.lower()
+                    or query.replace(" ", "") in row.phone
+                ]
+                return sorted(rows, key=lambda row: row.id)
+
+            # Later pages of the same search reuse the first page's result list.
+            rows = self._derived(("clients_search", query), "clients", matching)
+            return page_of(request, rows, self.client_json)
 
         @router.get("/clients/duplicateCheck")
         async def duplicate_check(request: Request) -> Response:
@@ -1363,14 +1417,20 @@ class VetPimsSandbox(SandboxServer):
             params = request.query_params
             query = params.get("q", "").strip().lower()
             client_filter = params.get("client_id")
-            rows = [
-                row
-                for row in store().patients.values()
-                if (not query or query in row.name.lower())
-                and (not client_filter or str(row.client_id) == client_filter)
-                and (not params.get("species") or row.species.lower() == params["species"].lower())
-            ]
-            return page_of(request, sorted(rows, key=lambda row: row.id), self.patient_json)
+            species = params.get("species")
+
+            def matching(table: VetStore) -> list[Animal]:
+                rows = [
+                    row
+                    for row in table.patients.values()
+                    if (not query or query in row.name.lower())
+                    and (not client_filter or str(row.client_id) == client_filter)
+                    and (not species or row.species.lower() == species.lower())
+                ]
+                return sorted(rows, key=lambda row: row.id)
+
+            rows = self._derived(("patients_search", query, client_filter, species), "patients", matching)
+            return page_of(request, rows, self.patient_json)
 
         @router.post("/patients/create")
         async def create_patient(request: Request) -> Response:
