@@ -250,3 +250,23 @@ async def test_an_unknown_practitioner_is_named_in_the_error(
     response = await client.post("/api/v1/appointments", json=payload, headers=clinic.headers)
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "practitioner_id"
+
+
+async def test_a_practitioner_cannot_take_an_email_another_login_uses(
+    client: httpx.AsyncClient, clinic: Clinic
+) -> None:
+    await client.post(
+        "/api/v1/users", json={"email": "desk@example.com", "role": "staff"}, headers=clinic.headers
+    )
+    created = await client.post(
+        "/api/v1/practitioners", json={"name": "Dr. Ng", "email": "ng@example.com"}, headers=clinic.headers
+    )
+    clash = await client.patch(
+        f"/api/v1/practitioners/{created.json()['id']}",
+        json={"email": "desk@example.com"},
+        headers=clinic.headers,
+    )
+    assert clash.status_code == 409
+    assert clash.json()["error"]["message"].startswith("email:")
+    shown = await client.get(f"/api/v1/practitioners/{created.json()['id']}", headers=clinic.headers)
+    assert shown.json()["email"] == "ng@example.com"

@@ -33,7 +33,7 @@ from clinicsync.booking.schemas import (
 from clinicsync.db.base import utcnow
 from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from clinicsync.tenancy import service as tenancy_service
-from clinicsync.tenancy.models import Organization, Role
+from clinicsync.tenancy.models import Organization, Role, User
 from clinicsync.tenancy.principal import Principal
 from clinicsync.tenancy.schemas import UserCreate
 
@@ -149,6 +149,18 @@ async def _update_login(session: AsyncSession, principal: Principal, practitione
     if practitioner.email is None:
         await tenancy_service.deactivate_user(session, user)
     elif user.email != practitioner.email:
+        # The login follows the practitioner's email, so that email must be free among logins too.
+        taken = await session.scalar(
+            select(User.id).where(
+                User.organization_id == principal.organization_id,
+                User.email == practitioner.email,
+                User.id != user.id,
+            )
+        )
+        if taken:
+            raise Conflict(
+                f"email: a user with email {practitioner.email} already exists in this organization"
+            )
         user.email = practitioner.email
 
 
