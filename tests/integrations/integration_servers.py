@@ -14,7 +14,7 @@ import uvicorn
 @asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
     """Run `app` on 127.0.0.1 with a free port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

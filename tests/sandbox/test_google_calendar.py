@@ -508,7 +508,7 @@ class Receiver:
 async def receiver() -> AsyncIterator[Receiver]:
     sink = Receiver()
     app = Starlette(routes=[Route("/hook", sink.handle, methods=["POST"])])
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -59,8 +59,12 @@ class AuthStrategy:
     async def apply(self, request: httpx.Request, client: httpx.AsyncClient) -> None:
         return None
 
-    async def renew(self, client: httpx.AsyncClient) -> bool:
-        """Renew after a re-authentication status; True when sending again may succeed."""
+    async def renew(self, client: httpx.AsyncClient, rejected: httpx.Request) -> bool:
+        """Renew after ``rejected`` drew a re-authentication status; True when sending again may succeed.
+
+        Strategies compare the credential ``rejected`` carried with the current one, so that
+        callers whose requests failed together share one renewal, however late they arrive.
+        """
         return False
 
     def absolute(self, url: str) -> str:
@@ -140,10 +144,9 @@ class OAuth2Auth(AuthStrategy):
                     await self._fetch_token(client)
         request.headers["Authorization"] = f"Bearer {self.access_token}"
 
-    async def renew(self, client: httpx.AsyncClient) -> bool:
-        rejected = self.access_token
+    async def renew(self, client: httpx.AsyncClient, rejected: httpx.Request) -> bool:
         async with self._lock:
-            if self.access_token == rejected:
+            if rejected.headers.get("Authorization") == f"Bearer {self.access_token}":
                 await self._fetch_token(client)
         return True
 
@@ -223,14 +226,16 @@ class CookieLoginAuth(AuthStrategy):
                 if self.cookies is None:
                     await self._login(client)
         assert self.cookies is not None
-        request.headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        request.headers["Cookie"] = self._cookie_header()
 
-    async def renew(self, client: httpx.AsyncClient) -> bool:
-        stale = self.cookies
+    async def renew(self, client: httpx.AsyncClient, rejected: httpx.Request) -> bool:
         async with self._lock:
-            if self.cookies is stale:
+            if self.cookies is None or rejected.headers.get("Cookie") == self._cookie_header():
                 await self._login(client)
         return True
+
+    def _cookie_header(self) -> str:
+        return "; ".join(f"{name}={value}" for name, value in (self.cookies or {}).items())
 
     async def _login(self, client: httpx.AsyncClient) -> None:
         fields = {

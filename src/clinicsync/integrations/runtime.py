@@ -640,7 +640,7 @@ class ProviderCaller:
                 raise _transport_error(exc) from None
             if response.status_code in runtime.auth.reauth_statuses and not renewed:
                 # The provider did not act on a rejected credential, so sending again is safe.
-                renewed = await runtime.auth.renew(runtime.client)
+                renewed = await runtime.auth.renew(runtime.client, request)
                 if renewed:
                     continue
             if response.status_code >= 400 or (300 <= response.status_code < 400):
