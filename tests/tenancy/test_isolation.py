@@ -20,6 +20,21 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/patients/{patient_id}"): {"first_name": "Renamed"},
     ("PATCH", "/api/v1/appointments/{appointment_id}"): {"notes": "changed"},
     ("POST", "/api/v1/appointments/{appointment_id}/cancel"): {"reason": "x"},
+    ("POST", "/api/integrations/{provider}"): {"function": "list_patients", "params": {}},
+    ("PATCH", "/api/admin/integrations/{integration_id}"): {"display_name": "Renamed"},
+    ("POST", "/api/admin/integrations/{integration_id}/endpoints"): {
+        "function_name": "ping",
+        "path": "/ping",
+    },
+    ("PUT", "/api/admin/integrations/{integration_id}/endpoints/{endpoint_id}"): {
+        "function_name": "list_patients",
+        "path": "/patients",
+    },
+    ("POST", "/api/admin/integrations/{integration_id}/parameter-maps"): {
+        "internal_name": "first_name",
+        "external_name": "given",
+    },
+    ("PATCH", "/api/admin/api-credentials/{credential_id}"): {"label": "renamed"},
 }
 
 
@@ -47,6 +62,39 @@ async def test_every_route_refuses_another_organizations_records(
         )
     ).json()
     own_token = (await client.post("/api/v1/tokens", json={"name": "extra"}, headers=ours.headers)).json()
+    integration = (
+        await client.post(
+            "/api/admin/integrations",
+            json={
+                "provider_key": "ourpms",
+                "display_name": "Our PMS",
+                "base_url": "http://127.0.0.1:9/v1",
+                "auth": {"type": "api_key", "in": "header", "name": "X-Key", "key_field": "key"},
+            },
+            headers=ours.headers,
+        )
+    ).json()
+    endpoint = (
+        await client.post(
+            f"/api/admin/integrations/{integration['id']}/endpoints",
+            json={"function_name": "list_patients", "path": "/patients"},
+            headers=ours.headers,
+        )
+    ).json()
+    parameter_map = (
+        await client.post(
+            f"/api/admin/integrations/{integration['id']}/parameter-maps",
+            json={"endpoint_id": endpoint["id"], "internal_name": "last_name", "external_name": "surname"},
+            headers=ours.headers,
+        )
+    ).json()
+    credential = (
+        await client.post(
+            "/api/admin/api-credentials",
+            json={"provider_key": "ourpms", "label": "front desk", "secrets": {"key": "sk-ours-very-secret"}},
+            headers=ours.headers,
+        )
+    ).json()
     ids = {
         "practitioner_id": str(ours.practitioner_id),
         "override_id": override["id"],
@@ -55,6 +103,11 @@ async def test_every_route_refuses_another_organizations_records(
         "user_id": practitioner["user_id"],
         "token_id": own_token["id"],
         "reference": appointment["booking_reference"],
+        "integration_id": integration["id"],
+        "endpoint_id": endpoint["id"],
+        "map_id": parameter_map["id"],
+        "credential_id": credential["id"],
+        "provider": "ourpms",
     }
     secrets = {
         *ids.values(),
@@ -101,6 +154,10 @@ async def test_every_route_refuses_another_organizations_records(
     assert (await client.get(f"/api/v1/patients/{ours.patient_id}", headers=ours.headers)).json()[
         "first_name"
     ] == "Grace"
+    ours_integration = await client.get(f"/api/admin/integrations/{integration['id']}", headers=ours.headers)
+    assert ours_integration.json()["display_name"] == "Our PMS"
+    ours_credential = await client.get(f"/api/admin/api-credentials/{credential['id']}", headers=ours.headers)
+    assert ours_credential.json()["label"] == "front desk"
     week = await client.get(
         f"/api/v1/practitioners/{ours.practitioner_id}/availability", headers=ours.headers
     )
