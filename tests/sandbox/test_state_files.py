@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from clinicsync.sandbox import SandboxServer, get_server_class
 from clinicsync.sandbox.cliniko import ClinikoSandbox
 from clinicsync.sandbox.opendental import OpenDentalSandbox
+from clinicsync.sandbox.state import StateCodec
 
 STATE_FILES = Path(__file__).parent / "state_files"
 PROVIDERS = ["opendental", "cliniko", "google_calendar", "dentrix_ascend", "vet_pims"]
@@ -64,7 +66,7 @@ def test_opendental_keeps_wall_clock_times_naive_and_stamps_aware(tmp_path: Path
     assert subscription.DateTimeStart is not None and subscription.DateTimeStart.tzinfo is not None
     assert subscription.DateTimeStop is None and subscription.next_poll == 12.5
     patient = next(row for row in server.patients.values() if row.Birthdate is not None)
-    assert type(patient.Birthdate).__name__ == "date"
+    assert type(patient.Birthdate) is date
 
 
 def test_cliniko_restores_typed_working_hours_and_utc_stamps(tmp_path: Path) -> None:
@@ -76,3 +78,66 @@ def test_cliniko_restores_typed_working_hours_and_utc_stamps(tmp_path: Path) -> 
     cancelled = next(row for row in server.store.appointments.values() if row.cancelled_at is not None)
     assert cancelled.cancelled_at is not None and cancelled.cancelled_at.tzinfo is UTC
     assert cancelled.starts_at.tzinfo is UTC
+
+
+@dataclass
+class Visit:
+    id: int
+    at: datetime
+    day: date | None
+    windows: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    stamps: tuple[datetime, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VisitLog:
+    number: int
+    visit: Visit
+    seen: datetime | None = None
+
+
+def test_codec_follows_type_hints_both_ways() -> None:
+    codec = StateCodec()
+    local = datetime(2031, 5, 6, 9, 30)
+    aware = datetime(2031, 5, 6, 13, 30, 15, 250000, tzinfo=UTC)
+    visit = Visit(3, local, date(1990, 1, 2), {0: [("09:00", "17:00")]}, (aware,), ["a"])
+    log = VisitLog(1, visit, aware)
+    encoded = codec.encode(log)
+    assert encoded == {
+        "number": 1,
+        "visit": {
+            "id": 3,
+            "at": "2031-05-06T09:30:00",
+            "day": "1990-01-02",
+            "windows": {"0": [["09:00", "17:00"]]},
+            "stamps": ["2031-05-06T13:30:15.250000+00:00"],
+            "notes": ["a"],
+        },
+        "seen": "2031-05-06T13:30:15.250000+00:00",
+    }
+    decoded = codec.decode(VisitLog, json.loads(json.dumps(encoded)))
+    assert decoded == log
+    assert decoded.visit.at.tzinfo is None and decoded.seen is not None and decoded.seen.tzinfo is not None
+    assert decoded.visit.windows[0][0] == ("09:00", "17:00")
+
+
+def test_codec_ignores_unknown_keys_and_defaults_missing_ones() -> None:
+    codec = StateCodec()
+    visit = codec.decode(Visit, {"id": 1, "at": "2031-01-01T00:00:00", "day": None, "retired_field": 5})
+    assert visit == Visit(1, datetime(2031, 1, 1), None)
+    table = codec.load_table(Visit, [codec.encode(visit), codec.encode(Visit(9, visit.at, date(2000, 1, 1)))])
+    assert list(table) == [1, 9] and table[9].day == date(2000, 1, 1)
+
+
+def test_codec_uses_the_datetime_format_it_is_given() -> None:
+    codec = StateCodec(
+        encode_datetime=lambda value: value.strftime("%Y%m%d%H%M"), decode_datetime=parse_compact
+    )
+    row = codec.encode(VisitLog(2, Visit(1, datetime(2031, 2, 3, 4, 5), None)))
+    assert row["visit"]["at"] == "203102030405" and row["seen"] is None
+    assert codec.decode(VisitLog, row).visit.at == datetime(2031, 2, 3, 4, 5)
+
+
+def parse_compact(text: str) -> datetime:
+    return datetime.strptime(text, "%Y%m%d%H%M")
