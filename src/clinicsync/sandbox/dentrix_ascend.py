@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -43,6 +43,7 @@ from starlette.types import ASGIApp
 
 from clinicsync.sandbox.core import ActionHandler, SandboxError, SandboxServer
 from clinicsync.sandbox.generator import GeneratedClinic
+from clinicsync.sandbox.state import StateCodec
 
 TOKEN_PATH = "/oauth/client_credential/accesstoken"
 DEFAULT_CLIENT_ID = "sandbox-ascend-client"
@@ -202,7 +203,6 @@ class Appointment:
 
 
 Record = Location | Provider | Operatory | Patient | Appointment
-RecordT = TypeVar("RecordT", Location, Provider, Operatory, Patient, Appointment)
 
 
 def format_instant(instant: datetime) -> str:
@@ -655,30 +655,7 @@ TABLE_TYPES: dict[str, type[Any]] = {
 }
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def record_to_state(record: Any) -> dict[str, Any]:
-    return {item.name: _encode(getattr(record, item.name)) for item in fields(record)}
-
-
-def record_from_state(record_type: type[RecordT], data: Mapping[str, Any]) -> RecordT:
-    values: dict[str, Any] = {}
-    for item in fields(record_type):
-        if item.name not in data:
-            continue
-        value = data[item.name]
-        if item.name in ("start", "created", "lastModified") and value is not None:
-            value = datetime.fromisoformat(value)
-        elif item.name == "dateOfBirth" and value is not None:
-            value = date.fromisoformat(value)
-        values[item.name] = value
-    return record_type(**values)
+STATE = StateCodec()
 
 
 # ---------------------------------------------------------------------------------------- server
@@ -795,9 +772,7 @@ class DentrixAscendSandbox(SandboxServer):
 
     def dump_state(self) -> dict[str, Any]:
         store = self.store
-        state: dict[str, Any] = {
-            name: [record_to_state(row) for row in getattr(store, name).values()] for name in TABLE_TYPES
-        }
+        state: dict[str, Any] = STATE.dump_tables({name: getattr(store, name) for name in TABLE_TYPES})
         state["next_patient_id"] = store.next_patient_id
         state["next_appointment_id"] = store.next_appointment_id
         return state
@@ -805,10 +780,7 @@ class DentrixAscendSandbox(SandboxServer):
     def load_state(self, state: dict[str, Any]) -> None:
         store = AscendStore()
         for name, record_type in TABLE_TYPES.items():
-            table = getattr(store, name)
-            for data in state.get(name, []):
-                record = record_from_state(record_type, data)
-                table[record.id] = record
+            setattr(store, name, STATE.load_table(record_type, state.get(name, [])))
         store.next_patient_id = int(state.get("next_patient_id", PATIENT_ID_BASE + len(store.patients) + 1))
         store.next_appointment_id = int(
             state.get("next_appointment_id", APPOINTMENT_ID_BASE + len(store.appointments) + 1)
