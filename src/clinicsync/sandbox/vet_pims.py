@@ -27,7 +27,7 @@ import math
 import random
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -42,6 +42,7 @@ from starlette.datastructures import Headers
 
 from clinicsync.sandbox.core import ActionHandler, SandboxError, SandboxServer
 from clinicsync.sandbox.generator import GeneratedClinic
+from clinicsync.sandbox.state import StateCodec
 
 DEFAULT_USERNAME = "frontdesk@example.com"
 DEFAULT_PASSWORD = "sandbox-neo-password"
@@ -298,7 +299,6 @@ class Session:
     epoch: int
 
 
-RecordT = TypeVar("RecordT", Client, Animal, Vet, Room, VisitType, Booking, Consultation)
 LookupT = TypeVar("LookupT")
 TABLES: dict[str, type[Any]] = {
     "clients": Client,
@@ -309,7 +309,7 @@ TABLES: dict[str, type[Any]] = {
     "appointments": Booking,
     "consultations": Consultation,
 }
-DATETIME_FIELDS = frozenset({"created_at", "updated_at", "cancelled_at", "start", "end", "started_at"})
+STATE = StateCodec()
 
 
 @dataclass
@@ -329,30 +329,6 @@ class VetStore:
         value = self.next_ids.get(table, len(getattr(self, table)) + 1)
         self.next_ids[table] = value + 1
         return value
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-def record_to_state(record: Any) -> dict[str, Any]:
-    return {item.name: _encode(getattr(record, item.name)) for item in fields(record)}
-
-
-def record_from_state(record_type: type[RecordT], data: Mapping[str, Any]) -> RecordT:
-    values: dict[str, Any] = {}
-    for item in fields(record_type):
-        if item.name not in data:
-            continue
-        value = data[item.name]
-        if value is not None and item.name in DATETIME_FIELDS:
-            value = datetime.fromisoformat(value)
-        elif value is not None and item.name == "date_of_birth":
-            value = date.fromisoformat(value)
-        values[item.name] = value
-    return record_type(**values)
 
 
 class NeoError(Exception):
@@ -721,9 +697,7 @@ class VetPimsSandbox(SandboxServer):
 
     def dump_state(self) -> dict[str, Any]:
         store = self.store
-        state: dict[str, Any] = {
-            name: [record_to_state(row) for row in getattr(store, name).values()] for name in TABLES
-        }
+        state: dict[str, Any] = STATE.dump_tables({name: getattr(store, name) for name in TABLES})
         state["seeded_hours"] = store.seeded_hours
         state["next_ids"] = store.next_ids
         return state
@@ -731,10 +705,7 @@ class VetPimsSandbox(SandboxServer):
     def load_state(self, state: dict[str, Any]) -> None:
         store = VetStore()
         for name, record_type in TABLES.items():
-            table = getattr(store, name)
-            for data in state.get(name, []):
-                record = record_from_state(record_type, data)
-                table[record.id] = record
+            setattr(store, name, STATE.load_table(record_type, state.get(name, [])))
         store.seeded_hours = {
             day: (str(hours[0]), str(hours[1])) if hours else None
             for day, hours in state.get("seeded_hours", {}).items()
