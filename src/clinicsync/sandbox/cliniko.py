@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -38,8 +38,7 @@ from starlette.datastructures import Headers
 
 from clinicsync.sandbox.core import ActionHandler, ControlError, SandboxServer
 from clinicsync.sandbox.generator import GeneratedClinic
-
-T = TypeVar("T")
+from clinicsync.sandbox.state import StateCodec
 
 # --------------------------------------------------------------------------------------------- wire
 
@@ -1260,40 +1259,8 @@ DEFAULT_API_KEY = "MS0xLXNhbmRib3gtY2xpbmlrby1rZXk-au1"
 DEFAULT_USER_AGENT = "clinicsync sandbox (sandbox@example.com)"
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return format_utc(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-DATETIME_FIELDS = frozenset(
-    {"created_at", "updated_at", "archived_at", "deleted_at", "cancelled_at", "starts_at", "ends_at"}
-)
-
-
-def _record_to_state(record: Any) -> dict[str, Any]:
-    data = {name: _encode(getattr(record, name)) for name in record.__dataclass_fields__}
-    if isinstance(record, Practitioner):
-        data["working_hours"] = {
-            str(day): [list(window) for window in windows] for day, windows in record.working_hours.items()
-        }
-    return data
-
-
-def _record_from_state(record_type: type[T], data: Mapping[str, Any]) -> T:
-    values: dict[str, Any] = {}
-    for name, value in data.items():
-        if name in DATETIME_FIELDS and value is not None:
-            values[name] = parse_utc(value)
-        elif name == "date_of_birth" and value is not None:
-            values[name] = date.fromisoformat(value)
-        elif name == "working_hours":
-            values[name] = {int(day): [tuple(window) for window in windows] for day, windows in value.items()}
-        else:
-            values[name] = value
-    return record_type(**values)
+# Stamps are stored in the API's own ``...Z`` form, to the second.
+STATE = StateCodec(encode_datetime=format_utc, decode_datetime=parse_utc)
 
 
 class ClinikoSandbox(SandboxServer):
@@ -1327,27 +1294,25 @@ class ClinikoSandbox(SandboxServer):
         store = self.store
         return {
             "next_id": store._next_id,
-            "businesses": [_record_to_state(row) for row in store.businesses.values()],
-            "appointment_types": [_record_to_state(row) for row in store.appointment_types.values()],
-            "practitioners": [_record_to_state(row) for row in store.practitioners.values()],
-            "patients": [_record_to_state(row) for row in store.patients.values()],
-            "individual_appointments": [_record_to_state(row) for row in store.appointments.values()],
+            **STATE.dump_tables(
+                {
+                    "businesses": store.businesses,
+                    "appointment_types": store.appointment_types,
+                    "practitioners": store.practitioners,
+                    "patients": store.patients,
+                    "individual_appointments": store.appointments,
+                }
+            ),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         store = ClinikoStore(self._clock_now)
         store._next_id = int(state["next_id"])
-        tables: list[tuple[str, type[Any], dict[str, Any]]] = [
-            ("businesses", Business, store.businesses),
-            ("appointment_types", AppointmentType, store.appointment_types),
-            ("practitioners", Practitioner, store.practitioners),
-            ("patients", Patient, store.patients),
-            ("individual_appointments", Appointment, store.appointments),
-        ]
-        for key, record_type, table in tables:
-            for data in state.get(key, []):
-                record = _record_from_state(record_type, data)
-                table[record.id] = record
+        store.businesses = STATE.load_table(Business, state.get("businesses", []))
+        store.appointment_types = STATE.load_table(AppointmentType, state.get("appointment_types", []))
+        store.practitioners = STATE.load_table(Practitioner, state.get("practitioners", []))
+        store.patients = STATE.load_table(Patient, state.get("patients", []))
+        store.appointments = STATE.load_table(Appointment, state.get("individual_appointments", []))
         store.changed()
         self.store = store
 

@@ -43,7 +43,7 @@ class StateCodec:
     def __init__(
         self,
         *,
-        encode_datetime: Callable[[datetime], str] = datetime.isoformat,
+        encode_datetime: Callable[[datetime], str | None] = datetime.isoformat,
         decode_datetime: Callable[[str], datetime | None] = datetime.fromisoformat,
     ) -> None:
         self._encode_datetime = encode_datetime
