@@ -33,7 +33,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from starlette.datastructures import Headers
 
 from clinicsync.sandbox.core import ActionHandler, SandboxError, SandboxServer
 from clinicsync.sandbox.generator import GeneratedClinic
+from clinicsync.sandbox.state import StateCodec
 
 DATE_FORMAT = "%Y-%m-%d"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -342,6 +343,10 @@ class Change:
     snapshot: dict[str, Any] | None = None  # deleted rows keep their last shape
 
 
+# Record stamps keep their awareness as held: AptDateTime naive office-local wall time, the rest aware UTC.
+STATE = StateCodec()
+
+
 # --------------------------------------------------------------------------- wire formatting
 
 
@@ -625,47 +630,30 @@ class OpenDentalSandbox(SandboxServer):
             )
 
     def dump_state(self) -> dict[str, Any]:
-        def encode(record: Any) -> dict[str, Any]:
-            return {k: _encode_value(v) for k, v in asdict(record).items()}
-
         return {
-            "providers": [encode(p) for p in self.providers.values()],
-            "operatories": [encode(o) for o in self.operatories.values()],
-            "appointment_types": [encode(t) for t in self.appointment_types.values()],
-            "patients": [encode(p) for p in self.patients.values()],
-            "appointments": [encode(a) for a in self.appointments.values()],
-            "hist": [
+            **STATE.dump_tables(
                 {
-                    "HistApptNum": h.HistApptNum,
-                    "HistUserNum": h.HistUserNum,
-                    "HistDateTStamp": h.HistDateTStamp.isoformat(),
-                    "HistApptAction": h.HistApptAction,
-                    "ApptSource": h.ApptSource,
-                    "appointment": encode(h.appointment),
+                    "providers": self.providers,
+                    "operatories": self.operatories,
+                    "appointment_types": self.appointment_types,
+                    "patients": self.patients,
+                    "appointments": self.appointments,
                 }
-                for h in self.hist
-            ],
-            "subscriptions": [encode(s) for s in self.subscriptions.values()],
+            ),
+            "hist": STATE.dump_rows(self.hist),
+            "subscriptions": STATE.dump_rows(self.subscriptions.values()),
             "next_num": dict(self._next_num),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._empty_state()
-        for row in state.get("providers", []):
-            self.providers[row["ProvNum"]] = _decode(Provider, row)
-        for row in state.get("operatories", []):
-            self.operatories[row["OperatoryNum"]] = _decode(Operatory, row)
-        for row in state.get("appointment_types", []):
-            self.appointment_types[row["AppointmentTypeNum"]] = _decode(AppointmentType, row)
-        for row in state.get("patients", []):
-            self.patients[row["PatNum"]] = _decode(Patient, row)
-        for row in state.get("appointments", []):
-            self.appointments[row["AptNum"]] = _decode(Appointment, row)
-        for row in state.get("hist", []):
-            appointment = _decode(Appointment, row.pop("appointment"))
-            self.hist.append(_decode(HistAppointment, {**row, "appointment": appointment}))
-        for row in state.get("subscriptions", []):
-            self.subscriptions[row["SubscriptionNum"]] = _decode(Subscription, row)
+        self.providers = STATE.load_table(Provider, state.get("providers", []))
+        self.operatories = STATE.load_table(Operatory, state.get("operatories", []))
+        self.appointment_types = STATE.load_table(AppointmentType, state.get("appointment_types", []))
+        self.patients = STATE.load_table(Patient, state.get("patients", []))
+        self.appointments = STATE.load_table(Appointment, state.get("appointments", []))
+        self.hist = STATE.load_rows(HistAppointment, state.get("hist", []))
+        self.subscriptions = STATE.load_table(Subscription, state.get("subscriptions", []))
         self._next_num = dict(state.get("next_num", {}))
 
     def state_summary(self) -> dict[str, Any]:
@@ -2081,37 +2069,6 @@ def _us_phone(e164: str) -> str:
     if len(digits) != 10:
         return e164
     return f"({digits[:3]}){digits[3:6]}-{digits[6:]}"
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-_DATETIME_FIELDS = {
-    "DateTStamp",
-    "AptDateTime",
-    "DateTimeArrived",
-    "DateTimeSeated",
-    "DateTimeDismissed",
-    "DateTimeAskedToArrive",
-    "SecDateTEntry",
-    "HistDateTStamp",
-    "DateTimeStart",
-    "DateTimeStop",
-}
-_DATE_FIELDS = {"Birthdate", "DateFirstVisit", "SecDateEntry"}
-
-
-def _decode(record_type: Any, row: dict[str, Any]) -> Any:
-    values = dict(row)
-    for key, value in values.items():
-        if isinstance(value, str) and key in _DATETIME_FIELDS:
-            values[key] = datetime.fromisoformat(value)
-        elif isinstance(value, str) and key in _DATE_FIELDS:
-            values[key] = date.fromisoformat(value)
-    return record_type(**values)
 
 
 __all__ = ["OpenDentalSandbox", "OpenDentalSettings"]
