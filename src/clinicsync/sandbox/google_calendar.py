@@ -45,6 +45,7 @@ from starlette.datastructures import Headers
 
 from clinicsync.sandbox.core import ActionHandler, ControlError, SandboxServer
 from clinicsync.sandbox.generator import GeneratedClinic
+from clinicsync.sandbox.state import StateCodec
 
 EVENT_ID = re.compile(r"^[a-v0-9]{5,1024}$")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
@@ -225,6 +226,10 @@ class StoredEvent:
 
     def end(self) -> datetime:
         return event_time(self.data.get("end"), "end")[0]
+
+
+# Event stamps are stored as the API shows them: UTC to the millisecond.
+STATE = StateCodec(encode_datetime=format_rfc3339)
 
 
 @dataclass
@@ -718,18 +723,7 @@ class GoogleCalendarSandbox(SandboxServer):
                     "time_zone": calendar.time_zone,
                     "generation": calendar.generation,
                     "purged_through_seq": calendar.purged_through_seq,
-                    "events": [
-                        {
-                            "id": event.id,
-                            "data": event.data,
-                            "created": format_rfc3339(event.created),
-                            "updated": format_rfc3339(event.updated),
-                            "change_seq": event.change_seq,
-                            "sequence": event.sequence,
-                            "order": event.order,
-                        }
-                        for event in calendar.events.values()
-                    ],
+                    "events": STATE.dump_rows(calendar.events.values()),
                 }
                 for calendar in self.calendars.values()
             ],
@@ -743,16 +737,7 @@ class GoogleCalendarSandbox(SandboxServer):
             calendar = self.ensure_calendar(saved["id"], saved["summary"], saved["time_zone"])
             calendar.generation = saved["generation"]
             calendar.purged_through_seq = saved["purged_through_seq"]
-            for item in saved["events"]:
-                calendar.events[item["id"]] = StoredEvent(
-                    item["id"],
-                    item["data"],
-                    datetime.fromisoformat(item["created"]),
-                    datetime.fromisoformat(item["updated"]),
-                    item["change_seq"],
-                    item["sequence"],
-                    item["order"],
-                )
+            calendar.events.update(STATE.load_table(StoredEvent, saved["events"]))
 
     def state_summary(self) -> dict[str, Any]:
         return {
