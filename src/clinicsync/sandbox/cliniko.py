@@ -1261,6 +1261,16 @@ DEFAULT_USER_AGENT = "clinicsync sandbox (sandbox@example.com)"
 
 # Stamps are stored in the API's own ``...Z`` form, to the second.
 STATE = StateCodec(encode_datetime=format_utc, decode_datetime=parse_utc)
+# ClinikoStore attribute -> record type, in state file order.
+TABLES: dict[str, type[Any]] = {
+    "businesses": Business,
+    "appointment_types": AppointmentType,
+    "practitioners": Practitioner,
+    "patients": Patient,
+    "appointments": Appointment,
+}
+# Appointments are stored under their resource name.
+STATE_KEYS = {"appointments": "individual_appointments"}
 
 
 class ClinikoSandbox(SandboxServer):
@@ -1294,25 +1304,13 @@ class ClinikoSandbox(SandboxServer):
         store = self.store
         return {
             "next_id": store._next_id,
-            **STATE.dump_tables(
-                {
-                    "businesses": store.businesses,
-                    "appointment_types": store.appointment_types,
-                    "practitioners": store.practitioners,
-                    "patients": store.patients,
-                    "individual_appointments": store.appointments,
-                }
-            ),
+            **STATE.dump_tables(store, TABLES, state_keys=STATE_KEYS),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         store = ClinikoStore(self._clock_now)
         store._next_id = int(state["next_id"])
-        store.businesses = STATE.load_table(Business, state.get("businesses", []))
-        store.appointment_types = STATE.load_table(AppointmentType, state.get("appointment_types", []))
-        store.practitioners = STATE.load_table(Practitioner, state.get("practitioners", []))
-        store.patients = STATE.load_table(Patient, state.get("patients", []))
-        store.appointments = STATE.load_table(Appointment, state.get("individual_appointments", []))
+        STATE.load_tables(store, TABLES, state, state_keys=STATE_KEYS)
         store.changed()
         self.store = store
 

@@ -772,15 +772,14 @@ class DentrixAscendSandbox(SandboxServer):
 
     def dump_state(self) -> dict[str, Any]:
         store = self.store
-        state: dict[str, Any] = STATE.dump_tables({name: getattr(store, name) for name in TABLE_TYPES})
+        state: dict[str, Any] = STATE.dump_tables(store, TABLE_TYPES)
         state["next_patient_id"] = store.next_patient_id
         state["next_appointment_id"] = store.next_appointment_id
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         store = AscendStore()
-        for name, record_type in TABLE_TYPES.items():
-            setattr(store, name, STATE.load_table(record_type, state.get(name, [])))
+        STATE.load_tables(store, TABLE_TYPES, state)
         store.next_patient_id = int(state.get("next_patient_id", PATIENT_ID_BASE + len(store.patients) + 1))
         store.next_appointment_id = int(
             state.get("next_appointment_id", APPOINTMENT_ID_BASE + len(store.appointments) + 1)

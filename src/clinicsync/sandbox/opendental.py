@@ -345,6 +345,15 @@ class Change:
 
 # Record stamps keep their awareness as held: AptDateTime naive office-local wall time, the rest aware UTC.
 STATE = StateCodec()
+# Sandbox attribute -> record type for the tables kept by primary key; history is a list of its own.
+TABLES: dict[str, type[Any]] = {
+    "providers": Provider,
+    "operatories": Operatory,
+    "appointment_types": AppointmentType,
+    "patients": Patient,
+    "appointments": Appointment,
+    "subscriptions": Subscription,
+}
 
 
 # --------------------------------------------------------------------------- wire formatting
@@ -631,29 +640,15 @@ class OpenDentalSandbox(SandboxServer):
 
     def dump_state(self) -> dict[str, Any]:
         return {
-            **STATE.dump_tables(
-                {
-                    "providers": self.providers,
-                    "operatories": self.operatories,
-                    "appointment_types": self.appointment_types,
-                    "patients": self.patients,
-                    "appointments": self.appointments,
-                }
-            ),
+            **STATE.dump_tables(self, TABLES),
             "hist": STATE.dump_rows(self.hist),
-            "subscriptions": STATE.dump_rows(self.subscriptions.values()),
             "next_num": dict(self._next_num),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._empty_state()
-        self.providers = STATE.load_table(Provider, state.get("providers", []))
-        self.operatories = STATE.load_table(Operatory, state.get("operatories", []))
-        self.appointment_types = STATE.load_table(AppointmentType, state.get("appointment_types", []))
-        self.patients = STATE.load_table(Patient, state.get("patients", []))
-        self.appointments = STATE.load_table(Appointment, state.get("appointments", []))
+        STATE.load_tables(self, TABLES, state)
         self.hist = STATE.load_rows(HistAppointment, state.get("hist", []))
-        self.subscriptions = STATE.load_table(Subscription, state.get("subscriptions", []))
         self._next_num = dict(state.get("next_num", {}))
 
     def state_summary(self) -> dict[str, Any]:

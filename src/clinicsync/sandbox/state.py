@@ -84,9 +84,29 @@ class StateCodec:
     def load_rows(self, record_type: type[RecordT], rows: Iterable[Mapping[str, Any]]) -> list[RecordT]:
         return [self.decode(record_type, row) for row in rows]
 
-    def dump_tables(self, tables: Mapping[str, Mapping[Any, Any]]) -> dict[str, list[dict[str, Any]]]:
-        """``{state key: table of records}`` -> ``{state key: [encoded row, ...]}`` in table order."""
-        return {name: self.dump_rows(table.values()) for name, table in tables.items()}
+    def dump_tables(
+        self, owner: object, tables: Mapping[str, type[Any]], *, state_keys: Mapping[str, str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each table ``owner.<attribute>`` (a dict of records) as its rows, in table order.
+
+        ``tables`` maps attribute name -> record type; the rows go under the same name unless ``state_keys``
+        renames it (a state file keeps the name its simulator first wrote it under).
+        """
+        renamed = state_keys or {}
+        return {renamed.get(name, name): self.dump_rows(getattr(owner, name).values()) for name in tables}
+
+    def load_tables(
+        self,
+        owner: object,
+        tables: Mapping[str, type[Any]],
+        state: Mapping[str, Any],
+        *,
+        state_keys: Mapping[str, str] | None = None,
+    ) -> None:
+        """Replace each table ``owner.<attribute>`` with the rows ``dump_tables`` wrote (none when absent)."""
+        renamed = state_keys or {}
+        for name, record_type in tables.items():
+            setattr(owner, name, self.load_table(record_type, state.get(renamed.get(name, name), [])))
 
     def load_table(self, record_type: type[RecordT], rows: Iterable[Mapping[str, Any]]) -> dict[Any, RecordT]:
         """Decoded rows keyed by their first field: every simulator declares a record's primary key first."""

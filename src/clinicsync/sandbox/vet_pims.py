@@ -697,15 +697,14 @@ class VetPimsSandbox(SandboxServer):
 
     def dump_state(self) -> dict[str, Any]:
         store = self.store
-        state: dict[str, Any] = STATE.dump_tables({name: getattr(store, name) for name in TABLES})
+        state: dict[str, Any] = STATE.dump_tables(store, TABLES)
         state["seeded_hours"] = store.seeded_hours
         state["next_ids"] = store.next_ids
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         store = VetStore()
-        for name, record_type in TABLES.items():
-            setattr(store, name, STATE.load_table(record_type, state.get(name, [])))
+        STATE.load_tables(store, TABLES, state)
         store.seeded_hours = {
             day: (str(hours[0]), str(hours[1])) if hours else None
             for day, hours in state.get("seeded_hours", {}).items()
