@@ -6,7 +6,10 @@ routes never build error bodies by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from pydantic import BaseModel
 
 
 class ClinicSyncError(Exception):
@@ -62,3 +65,16 @@ class Unauthorized(ClinicSyncError):
 class Forbidden(ClinicSyncError):
     status_code = 403
     code = "forbidden"
+
+
+def partial_update(data: BaseModel, required: Iterable[str] | None = None) -> dict[str, Any]:
+    """The fields a PATCH body set, refusing an explicit null for ``required`` ones (all if None).
+
+    Optional fields default to None so they can be left out; sending null for one that the
+    record cannot lack is a mistake we name rather than store.
+    """
+    changes = data.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        if value is None and (required is None or field in required):
+            raise ValidationFailed(field, "may not be null")
+    return changes

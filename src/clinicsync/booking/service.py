@@ -31,7 +31,7 @@ from clinicsync.booking.schemas import (
     WeeklyAvailability,
 )
 from clinicsync.db.base import utcnow
-from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed, partial_update
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Organization, Role, User
 from clinicsync.tenancy.principal import Principal
@@ -106,10 +106,7 @@ async def update_practitioner(
     session: AsyncSession, principal: Principal, practitioner_id: uuid.UUID, data: PractitionerUpdate
 ) -> Practitioner:
     practitioner = await get_practitioner(session, principal, practitioner_id)
-    changes = data.model_dump(exclude_unset=True)
-    for field in ("name", "title", "specialty", "is_active"):
-        if field in changes and changes[field] is None:
-            raise ValidationFailed(field, "may not be null")
+    changes = partial_update(data, required=("name", "title", "specialty", "is_active"))
     if "email" in changes and changes["email"] is not None:
         changes["email"] = changes["email"].lower()
         if changes["email"] != practitioner.email:
@@ -442,10 +439,7 @@ async def update_patient(
     session: AsyncSession, principal: Principal, patient_id: uuid.UUID, data: PatientUpdate
 ) -> Patient:
     patient = await get_patient(session, principal, patient_id)
-    changes = data.model_dump(exclude_unset=True)
-    for field in ("first_name", "last_name"):
-        if field in changes and changes[field] is None:
-            raise ValidationFailed(field, "may not be null")
+    changes = partial_update(data, required=("first_name", "last_name"))
     if changes.get("date_of_birth") and changes["date_of_birth"] > date.today():
         raise ValidationFailed("date_of_birth", "cannot be in the future")
     for field, value in changes.items():

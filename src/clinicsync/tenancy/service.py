@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.db.base import utcnow
-from clinicsync.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from clinicsync.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed, partial_update
 from clinicsync.tenancy import security
 from clinicsync.tenancy.models import ApiToken, Organization, Role, User
 from clinicsync.tenancy.principal import Principal
@@ -57,9 +57,7 @@ async def update_organization(
     session: AsyncSession, principal: Principal, data: OrganizationUpdate
 ) -> Organization:
     organization = await get_organization(session, principal.organization_id)
-    for field, value in data.model_dump(exclude_unset=True).items():
-        if value is None:
-            raise ValidationFailed(field, "may not be null")
+    for field, value in partial_update(data).items():
         setattr(organization, field, value)
     await session.flush()
     return organization
