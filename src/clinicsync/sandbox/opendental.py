@@ -32,10 +32,10 @@ import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from fastapi import APIRouter, Request
@@ -460,6 +460,17 @@ class QueryParams:
 
 
 # --------------------------------------------------------------------------- the server
+
+
+RowT = TypeVar("RowT")
+
+
+def _by_number(table: Mapping[int, RowT], raw: str, noun: str, reason: str) -> RowT:
+    """A row by the number in its URL path; anything else (missing, 0, not a number) is OpenDental's 404."""
+    row = table.get(int(raw)) if raw.isdigit() else None
+    if row is None:
+        raise SandboxError(404, f"{noun} not found", reason=reason)
+    return row
 
 
 class OpenDentalSandbox(SandboxServer):
@@ -974,11 +985,7 @@ class OpenDentalSandbox(SandboxServer):
     # ---- appointments -----------------------------------------------------------------------
 
     def _get_appointment(self, apt_num: str) -> Appointment:
-        number = parse_int("AptNum", apt_num, minimum=1) if apt_num.isdigit() else None
-        appointment = self.appointments.get(number) if number else None
-        if appointment is None:
-            raise SandboxError(404, "Appointment not found", reason="AptNum")
-        return appointment
+        return _by_number(self.appointments, apt_num, "Appointment", "AptNum")
 
     def _filter_appointments(self, query: QueryParams) -> list[Appointment]:
         pat_num = query.integer("PatNum")
@@ -1281,10 +1288,7 @@ class OpenDentalSandbox(SandboxServer):
     # ---- patients ---------------------------------------------------------------------------
 
     def _get_patient(self, pat_num: str) -> Patient:
-        patient = self.patients.get(int(pat_num)) if pat_num.isdigit() else None
-        if patient is None:
-            raise SandboxError(404, "Patient not found", reason="PatNum")
-        return patient
+        return _by_number(self.patients, pat_num, "Patient", "PatNum")
 
     def _apply_patient_fields(self, patient: Patient, body: dict[str, Any], *, creating: bool) -> None:
         for name in ("LName", "FName"):
@@ -1826,9 +1830,7 @@ class OpenDentalSandbox(SandboxServer):
         @router.get("/providers/{prov_num}")
         async def get_provider(request: Request, prov_num: str) -> Response:
             await self._gate(request)
-            provider = self.providers.get(int(prov_num)) if prov_num.isdigit() else None
-            if provider is None:
-                raise SandboxError(404, "Provider not found", reason="ProvNum")
+            provider = _by_number(self.providers, prov_num, "Provider", "ProvNum")
             return JSONResponse(self._provider_row(provider, self._server_datetime()))
 
         @router.get("/operatories")
@@ -1843,9 +1845,7 @@ class OpenDentalSandbox(SandboxServer):
         @router.get("/operatories/{op_num}")
         async def get_operatory(request: Request, op_num: str) -> Response:
             await self._gate(request)
-            operatory = self.operatories.get(int(op_num)) if op_num.isdigit() else None
-            if operatory is None:
-                raise SandboxError(404, "Operatory not found", reason="OperatoryNum")
+            operatory = _by_number(self.operatories, op_num, "Operatory", "OperatoryNum")
             return JSONResponse(self._operatory_row(operatory, self._server_datetime()))
 
         @router.get("/schedules")
@@ -1937,8 +1937,9 @@ class OpenDentalSandbox(SandboxServer):
             return Response(status_code=200)
 
     def _get_subscription(self, sub_num: str, customer: str) -> Subscription:
-        subscription = self.subscriptions.get(int(sub_num)) if sub_num.isdigit() else None
-        if subscription is None or subscription.CustomerKey != customer:
+        subscription = _by_number(self.subscriptions, sub_num, "Subscription", "SubscriptionNum")
+        if subscription.CustomerKey != customer:
+            # Another customer's subscription is answered exactly like a missing one.
             raise SandboxError(404, "Subscription not found", reason="SubscriptionNum")
         return subscription
 
