@@ -5,10 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clinicsync.booking.appointments import new_booking_reference
+from clinicsync.booking.models import Appointment, AppointmentStatus
+from clinicsync.db.engine import session_scope
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,28 @@ async def open_clinic(
     )
     assert response.status_code == 201, response.text
     return Clinic(tenant, uuid.UUID(practitioner_id), uuid.UUID(response.json()["id"]))
+
+
+async def started_appointment(
+    maker: async_sessionmaker[AsyncSession], clinic: Clinic, *, minutes_ago: int = 10
+) -> uuid.UUID:
+    """A confirmed appointment that began a few minutes ago. The API books only future times,
+    so the past is written straight to the database, as a PMS import would."""
+    start = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    async with session_scope(maker) as session:
+        appointment = Appointment(
+            organization_id=clinic.tenant.organization_id,
+            patient_id=clinic.patient_id,
+            practitioner_id=clinic.practitioner_id,
+            starts_at=start,
+            ends_at=start + timedelta(minutes=30),
+            status=AppointmentStatus.CONFIRMED,
+            booking_reference=new_booking_reference(),
+            practitioner_name="Dr. Ada Byron",
+        )
+        session.add(appointment)
+        await session.flush()
+        return appointment.id
 
 
 def booking(clinic: Clinic, start: datetime, minutes: int = 30, **extra: object) -> dict[str, object]:

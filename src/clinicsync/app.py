@@ -38,6 +38,27 @@ def _reason(message: str) -> str:
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def _detail(error: Any, body: Any) -> dict[str, str]:
+    """One validation error as {"field", "reason"}, in the words a person reads.
+
+    A body that is not JSON at all arrives as loc ("body", <character offset>); the offset is
+    turned into the line and column an editor shows, and the field is the body itself.
+    """
+    if error.get("type") == "json_invalid":
+        location = error.get("loc", ())
+        offset = location[1] if len(location) > 1 and isinstance(location[1], int) else None
+        text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+        where = ""
+        if offset is not None:
+            before = text[:offset]
+            line = before.count("\n") + 1
+            column = offset - (before.rfind("\n") + 1) + 1
+            where = f" at line {line} column {column}"
+        cause = (error.get("ctx") or {}).get("error")
+        return {"field": "body", "reason": f"invalid JSON{where}" + (f" ({cause.lower()})" if cause else "")}
+    return {"field": _field_name(error.get("loc", ())), "reason": _reason(error.get("msg", "invalid"))}
+
+
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"error": {"code": code, "message": message, "details": details}}
@@ -51,10 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": _field_name(error.get("loc", ())), "reason": _reason(error.get("msg", "invalid"))}
-            for error in exc.errors()
-        ]
+        details = [_detail(error, exc.body) for error in exc.errors()]
         message = "; ".join(f"{item['field']}: {item['reason']}" for item in details)
         return _error(422, "validation_failed", message, details)
 

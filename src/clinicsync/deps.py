@@ -29,10 +29,18 @@ def writes_in_own_transactions(request: Request) -> None:
     request.state.read_only_session = True
 
 
+def writes_after_reads(request: Request) -> None:
+    """Route dependency: the route's service reads first and calls ``db.engine.begin_writes``
+    before its first change, so on SQLite the write lock is held for the writes only and readers
+    and other writers are not queued behind the request's reads."""
+    request.state.deferred_writes = True
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed when the route returns without error."""
     write = request.method not in READ_METHODS and not getattr(request.state, "read_only_session", False)
-    async with session_scope(get_sessionmaker(request), write=write) as session:
+    deferred = getattr(request.state, "deferred_writes", False)
+    async with session_scope(get_sessionmaker(request), write=write, deferred_writes=deferred) as session:
         yield session
 
 

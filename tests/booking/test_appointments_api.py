@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.booking.models import Appointment, IdempotencyRecord, Patient
-from tests.factories import Clinic, TenantFactory, booking, future_day
+from tests.factories import Clinic, TenantFactory, booking, future_day, started_appointment
 
 
 async def count(maker: async_sessionmaker[AsyncSession], model: type) -> int:
@@ -126,15 +126,11 @@ async def test_reschedule_with_a_stale_version_is_refused(client: httpx.AsyncCli
     assert current.headers["etag"] == '"2"'
 
 
-async def test_status_moves_only_forward(client: httpx.AsyncClient, clinic: Clinic) -> None:
-    created = (
-        await client.post(
-            "/api/v1/appointments",
-            json=booking(clinic, clinic.local(future_day(), 10)),
-            headers=clinic.headers,
-        )
-    ).json()
-    url = f"/api/v1/appointments/{created['id']}"
+async def test_status_moves_only_forward(
+    client: httpx.AsyncClient, clinic: Clinic, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    appointment_id = await started_appointment(sessionmaker, clinic)
+    url = f"/api/v1/appointments/{appointment_id}"
     assert (await client.patch(url, json={"status": "confirmed"}, headers=clinic.headers)).status_code == 200
     assert (await client.patch(url, json={"status": "completed"}, headers=clinic.headers)).status_code == 200
     back = await client.patch(url, json={"status": "pending"}, headers=clinic.headers)
@@ -232,15 +228,15 @@ async def test_slot_search_leaves_out_booked_times(client: httpx.AsyncClient, cl
             "from": day.isoformat(),
             "to": day.isoformat(),
             "duration_minutes": 30,
-            "interval_minutes": 30,
         },
         headers=clinic.headers,
     )
     assert response.status_code == 200
-    starts = [datetime.fromisoformat(s["local_start"]).strftime("%H:%M") for s in response.json()["slots"]]
+    starts = [datetime.fromisoformat(s["start"]).strftime("%H:%M") for s in response.json()["slots"]]
     assert "10:00" not in starts
-    assert starts[:3] == ["09:00", "09:30", "10:30"]
-    assert len(starts) == 15
+    assert starts[:6] == ["09:00", "09:15", "09:30", "10:30", "10:45", "11:00"]
+    # 09:00-17:00 on a 15-minute grid holds 31 half-hour starts; 10:00 blocks 09:45, 10:00 and 10:15.
+    assert len(starts) == 28
 
 
 async def test_an_unknown_practitioner_is_named_in_the_error(

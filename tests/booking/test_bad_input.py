@@ -110,7 +110,7 @@ CASES: list[tuple[str, str, Any, str, str]] = [
         "/api/v1/patients",
         lambda c: {"first_name": "Ann", "last_name": "Lee", "date_of_birth": "2999-01-01"},
         "date_of_birth",
-        "cannot be in the future",
+        "cannot be after today",
     ),
     ("empty name", "/api/v1/practitioners", lambda c: {"name": ""}, "name", "at least 1 character"),
     (

@@ -20,8 +20,9 @@ async def test_fifty_concurrent_overlapping_bookings_yield_one_201_and_the_rest_
     server: RunningServer, clinic: Clinic, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     base = clinic.local(future_day(12), 13)
-    # Every request overlaps every other: starts stagger by a minute inside one 60-minute span.
-    payloads = [booking(clinic, base + timedelta(minutes=i % 30), minutes=60) for i in range(CONTENDERS)]
+    # Every request overlaps every other: starts stagger along the 15-minute grid inside one hour.
+    starts = [base + timedelta(minutes=15 * (i % 4)) for i in range(CONTENDERS)]
+    payloads = [booking(clinic, start, minutes=60) for start in starts]
     limits = httpx.Limits(max_connections=CONTENDERS, max_keepalive_connections=CONTENDERS)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60, limits=limits) as http:
         responses = await asyncio.gather(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -102,12 +103,24 @@ def test_spring_forward_skips_the_missing_hour() -> None:
     assert starts[4].astimezone(UTC) - starts[3].astimezone(UTC) == timedelta(minutes=30)
 
 
-def test_fall_back_offers_each_local_time_once() -> None:
+def test_fall_back_offers_both_occurrences_of_the_repeated_hour_each_with_its_offset() -> None:
     transition = date(2027, 11, 7)
     starts = slots_on(transition, every_day(time(0), time(3)))
-    labels = [t.strftime("%H:%M") for t in starts]
-    assert labels == ["00:00", "00:30", "01:00", "01:30", "02:00", "02:30"]
-    assert len({t.astimezone(UTC) for t in starts}) == len(starts)
+    labels = [t.strftime("%H:%M %Z") for t in starts]
+    assert labels == [
+        "00:00 EDT",
+        "00:30 EDT",
+        "01:00 EDT",
+        "01:30 EDT",
+        "01:00 EST",
+        "01:30 EST",
+        "02:00 EST",
+        "02:30 EST",
+    ]
+    # 00:00 EDT to 03:00 EST is four real hours: eight half-hours, none lost, none twice.
+    instants = [t.astimezone(UTC) for t in starts]
+    assert instants == sorted(set(instants))
+    assert all(b - a == timedelta(minutes=30) for a, b in itertools.pairwise(instants))
 
 
 def test_a_booking_fits_only_inside_one_window() -> None:

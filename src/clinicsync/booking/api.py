@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from clinicsync.booking import appointments, service
+from clinicsync.booking import appointment_types, appointments, search, service
 from clinicsync.booking.models import AppointmentStatus, BookingSource
 from clinicsync.booking.schemas import (
     AppointmentCancel,
     AppointmentCreate,
     AppointmentPage,
     AppointmentRead,
+    AppointmentTypeCreate,
+    AppointmentTypeRead,
+    AppointmentTypeUpdate,
     AppointmentUpdate,
     AvailabilityInterval,
     OverrideCreate,
@@ -31,10 +35,24 @@ from clinicsync.booking.schemas import (
     WeeklyAvailability,
     WeeklyAvailabilityRead,
 )
-from clinicsync.deps import AdminDep, PrincipalDep, SessionDep
+from clinicsync.deps import AdminDep, PrincipalDep, SessionDep, writes_after_reads
 from clinicsync.errors import ValidationFailed
 
 router = APIRouter(prefix="/api/v1", tags=["booking"])
+# Routes whose services read first and call begin_writes before changing anything.
+WRITES_AFTER_READS = [Depends(writes_after_reads)]
+
+Limit = Annotated[int, Query(ge=1, le=500, description="At most 500 per page")]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _next_page(request: Request, response: Response, **params: str | int) -> None:
+    """Tells a list's caller where its next page is: a Link header (rel=next) and X-Next-Cursor
+    or X-Next-Offset, so lists that answer a JSON array can page too."""
+    url = request.url.include_query_params(**params)
+    response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    for name, value in params.items():
+        response.headers[f"X-Next-{name.capitalize()}"] = str(value)
 
 
 def _etag(version: int) -> str:
@@ -54,8 +72,18 @@ def _parse_if_match(if_match: str | None) -> int | None:
 
 
 @router.get("/practitioners", response_model=list[PractitionerRead])
-async def list_practitioners(principal: PrincipalDep, session: SessionDep) -> object:
-    return await service.list_practitioners(session, principal)
+async def list_practitioners(
+    principal: PrincipalDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=200, description="At most 200 per page")] = 100,
+    offset: Offset = 0,
+) -> object:
+    found = await service.list_practitioners(session, principal, limit=limit + 1, offset=offset)
+    if len(found) > limit:
+        _next_page(request, response, offset=offset + limit)
+    return found[:limit]
 
 
 @router.post("/practitioners", response_model=PractitionerRead, status_code=status.HTTP_201_CREATED)
@@ -105,8 +133,19 @@ async def replace_availability(
 
 
 @router.get("/practitioners/{practitioner_id}/overrides", response_model=list[OverrideRead])
-async def list_overrides(practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
-    return await service.list_overrides(session, principal, practitioner_id)
+async def list_overrides(
+    practitioner_id: uuid.UUID,
+    principal: PrincipalDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> object:
+    found = await service.list_overrides(session, principal, practitioner_id, limit=limit + 1, offset=offset)
+    if len(found) > limit:
+        _next_page(request, response, offset=offset + limit)
+    return found[:limit]
 
 
 @router.post(
@@ -137,20 +176,76 @@ async def search_slots(
     principal: PrincipalDep,
     session: SessionDep,
     from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
-    to: Annotated[date, Query(description="Last local date, inclusive")],
+    to: Annotated[date, Query(description="Last local date, inclusive; at most 92 days after from")],
     practitioner_id: uuid.UUID | None = None,
+    appointment_type_id: Annotated[
+        uuid.UUID | None, Query(description="Its length, buffers and practitioners apply")
+    ] = None,
     duration_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
-    interval_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
-) -> SlotSearchResult:
-    return await service.search_slots(
+    interval_minutes: Annotated[
+        int | None, Query(ge=5, le=720, description="Another grid than the clinic's: admins, with override")
+    ] = None,
+    override: Annotated[
+        bool,
+        Query(
+            description="Owners and admins: also show times inside notice, past the horizon or off the grid"
+        ),
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=search.MAX_SLOT_PAGE)] = search.DEFAULT_SLOT_PAGE,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    page = await search.search_slots(
         session,
         principal,
         first_day=from_,
         last_day=to,
         practitioner_id=practitioner_id,
+        appointment_type_id=appointment_type_id,
         duration_minutes=duration_minutes,
         interval_minutes=interval_minutes,
+        override=override,
+        limit=limit,
+        cursor=cursor,
     )
+    # Rendered in a worker thread too: a full page is thousands of objects.
+    return Response(await asyncio.to_thread(search.render, page), media_type="application/json")
+
+
+# --- appointment types ----------------------------------------------------------------------------
+
+
+@router.get("/appointment-types", response_model=list[AppointmentTypeRead])
+async def list_appointment_types(
+    principal: PrincipalDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> object:
+    found = await appointment_types.list_types(session, principal, limit=limit + 1, offset=offset)
+    if len(found) > limit:
+        _next_page(request, response, offset=offset + limit)
+    return found[:limit]
+
+
+@router.post("/appointment-types", response_model=AppointmentTypeRead, status_code=status.HTTP_201_CREATED)
+async def create_appointment_type(
+    body: AppointmentTypeCreate, principal: AdminDep, session: SessionDep
+) -> object:
+    return await appointment_types.create_type(session, principal, body)
+
+
+@router.get("/appointment-types/{type_id}", response_model=AppointmentTypeRead)
+async def read_appointment_type(type_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+    return await appointment_types.get_type(session, principal, type_id)
+
+
+@router.patch("/appointment-types/{type_id}", response_model=AppointmentTypeRead)
+async def update_appointment_type(
+    type_id: uuid.UUID, body: AppointmentTypeUpdate, principal: AdminDep, session: SessionDep
+) -> object:
+    return await appointment_types.update_type(session, principal, type_id, body)
 
 
 # --- patients -------------------------------------------------------------------------------------
@@ -160,14 +255,29 @@ async def search_slots(
 async def list_patients(
     principal: PrincipalDep,
     session: SessionDep,
+    request: Request,
+    response: Response,
     search: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    cursor: Annotated[str | None, Query(max_length=500, description="From X-Next-Cursor")] = None,
 ) -> object:
-    return await service.list_patients(session, principal, search=search, limit=limit, offset=offset)
+    if cursor is not None and offset:
+        raise ValidationFailed("offset", "page with cursor or with offset, not both")
+    found, next_cursor = await service.list_patients(
+        session, principal, search=search, limit=limit, offset=offset, cursor=cursor
+    )
+    if next_cursor is not None:
+        _next_page(request, response, cursor=next_cursor)
+    return found
 
 
-@router.post("/patients", response_model=PatientRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/patients",
+    response_model=PatientRead,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=WRITES_AFTER_READS,
+)
 async def create_patient(body: PatientCreate, principal: PrincipalDep, session: SessionDep) -> object:
     return await service.create_patient(session, principal, body)
 
@@ -177,7 +287,7 @@ async def read_patient(patient_id: uuid.UUID, principal: PrincipalDep, session: 
     return await service.get_patient(session, principal, patient_id)
 
 
-@router.patch("/patients/{patient_id}", response_model=PatientRead)
+@router.patch("/patients/{patient_id}", response_model=PatientRead, dependencies=WRITES_AFTER_READS)
 async def update_patient(
     patient_id: uuid.UUID, body: PatientUpdate, principal: PrincipalDep, session: SessionDep
 ) -> object:
@@ -197,13 +307,16 @@ async def list_appointments(
     booking_source: BookingSource | None = None,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
 ) -> AppointmentPage:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise ValidationFailed(name, "needs a UTC offset, e.g. 2027-03-10T00:00:00Z")
-    items, total = await appointments.list_appointments(
+    items, total, next_cursor = await appointments.list_appointments(
         session,
         principal,
         practitioner_id=practitioner_id,
@@ -214,16 +327,23 @@ async def list_appointments(
         starts_before=to,
         limit=limit,
         offset=offset,
+        cursor=cursor,
     )
     return AppointmentPage(
         items=[AppointmentRead.model_validate(item) for item in items],
         total=total,
         limit=limit,
         offset=offset,
+        next_cursor=next_cursor,
     )
 
 
-@router.post("/appointments", response_model=AppointmentRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/appointments",
+    response_model=AppointmentRead,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=WRITES_AFTER_READS,
+)
 async def create_appointment(
     body: AppointmentCreate,
     principal: PrincipalDep,
@@ -258,7 +378,9 @@ async def read_appointment(
     return appointment
 
 
-@router.patch("/appointments/{appointment_id}", response_model=AppointmentRead)
+@router.patch(
+    "/appointments/{appointment_id}", response_model=AppointmentRead, dependencies=WRITES_AFTER_READS
+)
 async def update_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentUpdate,
@@ -274,7 +396,9 @@ async def update_appointment(
     return appointment
 
 
-@router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentRead)
+@router.post(
+    "/appointments/{appointment_id}/cancel", response_model=AppointmentRead, dependencies=WRITES_AFTER_READS
+)
 async def cancel_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentCancel,

@@ -13,7 +13,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,16 +22,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from clinicsync.booking import service
+from clinicsync.booking import appointment_types, search, service
 from clinicsync.booking import slots as slot_math
 from clinicsync.booking.models import (
     ACTIVE_STATUSES,
+    MAX_BLOCK,
     Appointment,
     AppointmentStatus,
+    AppointmentType,
     BookingSource,
     IdempotencyRecord,
+    Patient,
     Practitioner,
 )
+from clinicsync.booking.paging import decode_cursor, encode_cursor
 from clinicsync.booking.schemas import (
     AppointmentCancel,
     AppointmentCreate,
@@ -39,12 +43,14 @@ from clinicsync.booking.schemas import (
     AppointmentUpdate,
 )
 from clinicsync.db.base import utcnow
-from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from clinicsync.tenancy.models import Role
+from clinicsync.db.engine import begin_writes
+from clinicsync.errors import ClinicSyncError, Conflict, Forbidden, NotFound, ValidationFailed
+from clinicsync.tenancy.models import Organization, Role
 from clinicsync.tenancy.principal import Principal
 
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I: references are read aloud on calls
 OVERLAP_MARKERS = ("appointment_overlap", "appointments_no_overlap", "23P01")
+MAX_PAGE = 500
 
 ALLOWED_TRANSITIONS: dict[AppointmentStatus, frozenset[AppointmentStatus]] = {
     AppointmentStatus.PENDING: frozenset({AppointmentStatus.CONFIRMED, AppointmentStatus.CANCELLED}),
@@ -114,7 +120,13 @@ async def list_appointments(
     starts_before: datetime | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[Appointment], int]:
+    cursor: str | None = None,
+) -> tuple[list[Appointment], int | None, str | None]:
+    """A page in start order, the total (offset paging only) and the next page's cursor.
+
+    A cursor pages by (start, id), so a diary of any length pages at the same cost per page;
+    offset paging counts the matches for the total, as before.
+    """
     if starts_from and starts_before and starts_before <= starts_from:
         raise ValidationFailed("to", "must be after from")
     query = _visible(select(Appointment), principal)
@@ -130,69 +142,154 @@ async def list_appointments(
         query = query.where(Appointment.starts_at >= starts_from)
     if starts_before:
         query = query.where(Appointment.starts_at < starts_before)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = query.order_by(Appointment.starts_at, Appointment.id).limit(limit).offset(offset)
-    return list(await session.scalars(page)), total
+    total: int | None = None
+    if cursor is not None:
+        if offset:
+            raise ValidationFailed("offset", "page with cursor or with offset, not both")
+        raw_start, raw_id = decode_cursor(cursor, 2)
+        try:
+            after_start, after_id = datetime.fromisoformat(raw_start), uuid.UUID(raw_id)
+        except ValueError:
+            raise ValidationFailed("cursor", "is not a cursor this list returned") from None
+        query = query.where(
+            (Appointment.starts_at > after_start)
+            | ((Appointment.starts_at == after_start) & (Appointment.id > after_id))
+        )
+    else:
+        total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = query.order_by(Appointment.starts_at, Appointment.id).limit(limit + 1).offset(offset)
+    rows = list(await session.scalars(page))
+    if len(rows) <= limit:
+        return rows, total, None
+    last = rows[limit - 1]
+    return rows[:limit], total, encode_cursor(last.starts_at.isoformat(), last.id)
 
 
 async def _conflicting(
     session: AsyncSession,
     organization_id: uuid.UUID,
     practitioner_id: uuid.UUID,
-    start: datetime,
-    end: datetime,
+    blocked_from: datetime,
+    blocked_until: datetime,
     exclude: uuid.UUID | None = None,
 ) -> Appointment | None:
+    """The active appointment whose kept-clear time meets this one's, read from a range of the
+    active-appointments index bounded on both sides (MAX_BLOCK back, the new end forward)."""
     query = select(Appointment).where(
         Appointment.organization_id == organization_id,
         Appointment.practitioner_id == practitioner_id,
         Appointment.status.in_(ACTIVE_STATUSES),
-        Appointment.starts_at < end,
-        Appointment.ends_at > start,
+        Appointment.blocked_from > blocked_from - MAX_BLOCK,
+        Appointment.blocked_from < blocked_until,
+        Appointment.blocked_until > blocked_from,
     )
     if exclude is not None:
         query = query.where(Appointment.id != exclude)
-    return await session.scalar(query.limit(1))
+    return await session.scalar(query.order_by(Appointment.blocked_from).limit(1))
 
 
-def _conflict_error(zone: ZoneInfo, start: datetime | None, end: datetime | None) -> Conflict:
-    if start is None or end is None:
+def _conflict_error(zone: ZoneInfo, placed: Placement, clash: Appointment | None) -> Conflict:
+    if clash is None:
         return Conflict("the practitioner is already booked at that time", code="slot_taken")
-    local_start, local_end = start.astimezone(zone), end.astimezone(zone)
+    local_start, local_end = clash.starts_at.astimezone(zone), clash.ends_at.astimezone(zone)
     window = f"{local_start:%Y-%m-%d %H:%M}-{local_end:%H:%M} {local_start.tzname()}"
+    details = {"conflicting_start": clash.starts_at.isoformat(), "conflicting_end": clash.ends_at.isoformat()}
+    if clash.starts_at < placed.end and placed.start < clash.ends_at:
+        return Conflict(f"the practitioner is already booked {window}", code="slot_taken", details=details)
+    # Only the buffers meet: say which gap is too short, since the times themselves are free.
+    if clash.ends_at <= placed.start:
+        gap = clash.buffer_after_minutes + placed.buffer_before_minutes
+        needed = f"{gap} minutes clear after the appointment {window}"
+    else:
+        gap = placed.buffer_after_minutes + clash.buffer_before_minutes
+        needed = f"{gap} minutes clear before the appointment {window}"
     return Conflict(
-        f"the practitioner is already booked {window}",
+        f"inside the buffers: the practitioner needs {needed}",
         code="slot_taken",
-        details={"conflicting_start": start.isoformat(), "conflicting_end": end.isoformat()},
+        details={**details, "reason": "buffer"},
     )
 
 
-async def _check_bookable(
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a booking would sit: its times and the buffers it keeps clear around them."""
+
+    start: datetime
+    end: datetime
+    buffer_before_minutes: int = 0
+    buffer_after_minutes: int = 0
+
+    @property
+    def blocked_from(self) -> datetime:
+        return self.start - timedelta(minutes=self.buffer_before_minutes)
+
+    @property
+    def blocked_until(self) -> datetime:
+        return self.end + timedelta(minutes=self.buffer_after_minutes)
+
+
+async def check_bookable(
     session: AsyncSession,
     principal: Principal,
+    organization: Organization,
     practitioner: Practitioner,
-    start: datetime,
-    end: datetime,
-    zone: ZoneInfo,
-    min_notice_minutes: int,
+    placed: Placement,
+    *,
+    override: bool = False,
+    now: datetime | None = None,
 ) -> None:
-    now = utcnow()
+    """Refuses, with the reason, a time slot search would not offer this caller: in the past,
+    outside hours, off the clinic's grid, inside minimum notice or past the horizon. The last
+    three give way to an admin's explicit override. Clashes (buffers included) are left to the
+    database constraint, which has the last word anyway."""
+    now = now or utcnow()
+    zone = ZoneInfo(organization.time_zone)
+    start, end = placed.start, placed.end
     if start < now:
         raise ValidationFailed("start", "is in the past")
-    if not principal.is_admin and start < now + timedelta(minutes=min_notice_minutes):
-        raise ValidationFailed("start", f"bookings need at least {min_notice_minutes} minutes' notice")
     if not practitioner.is_active:
         raise ValidationFailed("practitioner_id", "the practitioner is not taking bookings")
-    day = start.astimezone(zone).date()
-    weekly, overrides = await service.schedule_of(
-        session, principal.organization_id, [practitioner.id], day, day
-    )
-    if not slot_math.fits_availability(
-        start=start, end=end, zone=zone, weekly=weekly[practitioner.id], overrides=overrides[practitioner.id]
-    ):
-        local = start.astimezone(zone)
+    if placed.blocked_until - placed.blocked_from > MAX_BLOCK:
+        raise ValidationFailed("end", "an appointment may last at most 24 hours, buffers included")
+    local = start.astimezone(zone)
+    day = local.date()
+    weekly, overrides = await service.day_schedule(session, organization.id, practitioner.id, day)
+    if not slot_math.fits_availability(start=start, end=end, zone=zone, weekly=weekly, overrides=overrides):
         raise ValidationFailed(
-            "start", f"{local:%Y-%m-%d %H:%M} ({zone.key}) is outside the practitioner's available hours"
+            "start",
+            f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({zone.key}) "
+            "is outside the practitioner's available hours",
+        )
+    if override:
+        return
+    grid = slot_math.grid_starts(
+        day=day,
+        zone=zone,
+        weekly=weekly,
+        overrides=overrides,
+        duration=end - start,
+        interval=timedelta(minutes=organization.slot_interval_minutes),
+    )
+    if start not in grid:
+        nearest = min(grid, key=lambda candidate: abs(candidate - start), default=None)
+        hint = f"; the nearest is {search.label(nearest.astimezone(zone))}" if nearest else ""
+        raise ValidationFailed(
+            "start",
+            f"{local:%H:%M:%S} is not on the clinic's {organization.slot_interval_minutes}-minute slot grid"
+            f"{hint} (owners and admins may send override=true)",
+        )
+    earliest, latest = search.booking_window(organization, now)
+    if start < earliest:
+        raise ValidationFailed(
+            "start",
+            f"bookings need at least {organization.min_notice_minutes} minutes' notice "
+            "(owners and admins may send override=true)",
+        )
+    if start > latest:
+        raise ValidationFailed(
+            "start",
+            f"bookings open at most {organization.booking_horizon_days} days ahead in the clinic's calendar "
+            "(owners and admins may send override=true)",
         )
 
 
@@ -216,41 +313,30 @@ async def _replay(
     return BookingResult(AppointmentRead.model_validate_json(record.response_body), replayed=True)
 
 
-async def _claim_idempotency_key(
-    session: AsyncSession, principal: Principal, key: str, request_hash: str
-) -> IdempotencyRecord | BookingResult:
-    """Writes the key before anything else, or returns the stored result of its first use.
-
-    Claiming first means a concurrent retry with the same key waits on the key's unique
-    index (PostgreSQL) or on the write lock (SQLite) and then replays, instead of racing
-    the first request for the slot and losing with a misleading 409. A request that fails
-    rolls its claim back with it, so failures are not remembered.
-    """
-    if not 1 <= len(key) <= 255:
-        raise ValidationFailed("Idempotency-Key", "must be 1 to 255 characters")
-    replay = await _replay(session, principal, key, request_hash)
-    if replay is not None:
-        return replay
-    record = IdempotencyRecord(
-        organization_id=principal.organization_id,
-        key=key,
-        request_hash=request_hash,
-        response_status=201,
-        response_body="{}",
-        created_at=utcnow(),
+async def _booking_parties(
+    session: AsyncSession, principal: Principal, data: AppointmentCreate
+) -> Practitioner:
+    """The practitioner, checking in the same round trip that the patient is this clinic's."""
+    patient_known = (
+        select(Patient.id)
+        .where(Patient.id == data.patient_id, Patient.organization_id == principal.organization_id)
+        .exists()
     )
-    session.add(record)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        replay = await _replay(session, principal, key, request_hash)
-        if replay is None:
-            raise Conflict(
-                "Idempotency-Key: a request with this key is still in progress; retry shortly"
-            ) from None
-        return replay
-    return record
+    row = (
+        await session.execute(
+            select(Practitioner, patient_known.label("patient_known")).where(
+                Practitioner.id == data.practitioner_id,
+                Practitioner.organization_id == principal.organization_id,
+                Practitioner.deleted_at.is_(None),
+            )
+        )
+    ).first()
+    if row is None:
+        raise ValidationFailed("practitioner_id", f"practitioner {data.practitioner_id} not found")
+    if not row.patient_known:
+        raise ValidationFailed("patient_id", f"patient {data.patient_id} not found")
+    practitioner: Practitioner = row[0]
+    return practitioner
 
 
 async def create_appointment(
@@ -260,64 +346,127 @@ async def create_appointment(
     *,
     idempotency_key: str | None = None,
 ) -> BookingResult:
+    """Books an appointment, or replays the first result of a request with the same Idempotency-Key.
+
+    The key is looked up only when the booking cannot go ahead: a retry of a booking that
+    succeeded meets its own appointment (or its key's unique index) and replays from there, so
+    the common first attempt costs no extra round trip. The key's record is written in the
+    same transaction as the appointment, so a failed booking is never remembered.
+    """
     request_hash = _request_hash(data)
-    record: IdempotencyRecord | None = None
-    if idempotency_key is not None:
-        claim = await _claim_idempotency_key(session, principal, idempotency_key, request_hash)
-        if isinstance(claim, BookingResult):
-            return claim
-        record = claim
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise ValidationFailed("Idempotency-Key", "must be 1 to 255 characters")
+    try:
+        return await _book(session, principal, data, request_hash, idempotency_key)
+    except ClinicSyncError:
+        if idempotency_key is None:
+            raise
+        replay = await _replay(session, principal, idempotency_key, request_hash)
+        if replay is None:
+            raise
+        return replay
+
+
+async def _book(
+    session: AsyncSession,
+    principal: Principal,
+    data: AppointmentCreate,
+    request_hash: str,
+    idempotency_key: str | None,
+) -> BookingResult:
     if principal.role == Role.PRACTITIONER:
         raise Forbidden("practitioners cannot book on a patient's behalf; ask the front desk")
+    search.check_override(principal, data.override)
     organization, zone = await service.organization_zone(session, principal.organization_id)
-    await service.get_patient(session, principal, data.patient_id)
-    try:
-        practitioner = await service.get_practitioner(session, principal, data.practitioner_id)
-    except NotFound:
-        raise ValidationFailed("practitioner_id", f"practitioner {data.practitioner_id} not found") from None
-    start = data.start.astimezone(ZoneInfo("UTC"))
-    end = (
-        data.end.astimezone(ZoneInfo("UTC"))
-        if data.end
-        else start + timedelta(minutes=organization.default_appointment_minutes)
+    practitioner = await _booking_parties(session, principal, data)
+    appointment_type: AppointmentType | None = None
+    if data.appointment_type_id is not None:
+        appointment_type = await appointment_types.bookable_type(
+            session, principal, data.appointment_type_id, practitioner.id
+        )
+    placed = _placement(data.start, data.end, organization, appointment_type)
+    now = utcnow()
+    await check_bookable(
+        session, principal, organization, practitioner, placed, override=data.override, now=now
     )
-    await _check_bookable(session, principal, practitioner, start, end, zone, organization.min_notice_minutes)
-    existing = await _conflicting(session, organization.id, practitioner.id, start, end)
-    if existing is not None:
-        raise _conflict_error(zone, existing.starts_at, existing.ends_at)
 
+    await begin_writes(session)
     appointment = Appointment(
+        id=uuid.uuid4(),
         organization_id=organization.id,
         patient_id=data.patient_id,
         practitioner_id=practitioner.id,
-        starts_at=start,
-        ends_at=end,
+        starts_at=placed.start,
+        ends_at=placed.end,
+        appointment_type_id=appointment_type.id if appointment_type else None,
+        buffer_before_minutes=placed.buffer_before_minutes,
+        buffer_after_minutes=placed.buffer_after_minutes,
         status=data.status,
         booking_source=data.booking_source,
         booking_reference=new_booking_reference(),
         notes=data.notes,
         practitioner_name=practitioner.name,
         practitioner_email=practitioner.email,
+        created_at=now,
+        updated_at=now,
     )
     session.add(appointment)
-    # Plain ids survive the rollback below; ORM attributes would be expired by it.
+    # Plain values survive the rollback below; ORM attributes would be expired by it.
     organization_id, practitioner_id = organization.id, practitioner.id
     try:
         await session.flush()
+        # Every column was set above, so the response needs no read-back from the database.
+        result = AppointmentRead.model_validate(appointment)
+        if idempotency_key is not None:
+            session.add(
+                IdempotencyRecord(
+                    organization_id=organization_id,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    response_status=201,
+                    response_body=result.model_dump_json(),
+                    created_at=now,
+                )
+            )
+            await session.flush()
     except IntegrityError as error:
         await session.rollback()
         if _is_overlap(error):
-            winner = await _conflicting(session, organization_id, practitioner_id, start, end)
-            raise _conflict_error(
-                zone, winner.starts_at if winner else None, winner.ends_at if winner else None
+            clash = await _conflicting(
+                session, organization_id, practitioner_id, placed.blocked_from, placed.blocked_until
+            )
+            raise _conflict_error(zone, placed, clash) from None
+        if idempotency_key is not None:
+            raise Conflict(
+                "Idempotency-Key: a request with this key is still in progress; retry shortly"
             ) from None
         raise
-    await session.refresh(appointment)
-    result = AppointmentRead.model_validate(appointment)
-    if record is not None:
-        record.response_body = result.model_dump_json()
-        await session.flush()
     return BookingResult(result, replayed=False)
+
+
+def _placement(
+    start: datetime,
+    end: datetime | None,
+    organization: Organization,
+    appointment_type: AppointmentType | None,
+) -> Placement:
+    start = start.astimezone(UTC)
+    if appointment_type is not None:
+        length = timedelta(minutes=appointment_type.duration_minutes)
+        if end is not None and end.astimezone(UTC) - start != length:
+            raise ValidationFailed(
+                "end",
+                f"{appointment_type.name} lasts {appointment_type.duration_minutes} minutes; leave end out",
+            )
+        return Placement(
+            start,
+            start + length,
+            appointment_type.buffer_before_minutes,
+            appointment_type.buffer_after_minutes,
+        )
+    if end is None:
+        return Placement(start, start + timedelta(minutes=organization.default_appointment_minutes))
+    return Placement(start, end.astimezone(UTC))
 
 
 def _check_version(appointment: Appointment, expected: int | None) -> None:
@@ -338,25 +487,42 @@ async def update_appointment(
     *,
     if_match: int | None = None,
 ) -> Appointment:
+    """Reschedules, changes status or notes. Every check reads first; the writes come last, so on
+    SQLite the write lock is held only for them."""
+    search.check_override(principal, data.override)
     appointment = await get_appointment(session, principal, appointment_id)
     _check_version(appointment, data.version if data.version is not None else if_match)
     organization, zone = await service.organization_zone(session, principal.organization_id)
+    now = utcnow()
 
+    status = appointment.status
     if data.status is not None and data.status != appointment.status:
         if data.status not in ALLOWED_TRANSITIONS[appointment.status]:
             raise ValidationFailed(
                 "status",
                 f"cannot change an appointment from {appointment.status.value} to {data.status.value}",
             )
-        appointment.status = data.status
+        if (
+            data.status in (AppointmentStatus.COMPLETED, AppointmentStatus.NO_SHOW)
+            and now < appointment.starts_at
+        ):
+            local = appointment.starts_at.astimezone(zone)
+            raise ValidationFailed(
+                "status",
+                f"an appointment can be {data.status.value} only once it has started "
+                f"({local:%Y-%m-%d %H:%M} {local.tzname()})",
+            )
+        status = data.status
 
     moving = data.start is not None or data.end is not None or data.practitioner_id is not None
+    placed: Placement | None = None
+    practitioner: Practitioner | None = None
     if moving:
-        if appointment.status not in ACTIVE_STATUSES:
-            raise ValidationFailed("start", f"a {appointment.status.value} appointment cannot be rescheduled")
+        if status not in ACTIVE_STATUSES:
+            raise ValidationFailed("start", f"a {status.value} appointment cannot be rescheduled")
         length = appointment.ends_at - appointment.starts_at
-        start = data.start.astimezone(ZoneInfo("UTC")) if data.start else appointment.starts_at
-        end = data.end.astimezone(ZoneInfo("UTC")) if data.end else start + length
+        start = data.start.astimezone(UTC) if data.start else appointment.starts_at
+        end = data.end.astimezone(UTC) if data.end else start + length
         if end <= start:
             raise ValidationFailed("end", "must be after start")
         practitioner_id = data.practitioner_id or appointment.practitioner_id
@@ -364,21 +530,24 @@ async def update_appointment(
             practitioner = await service.get_practitioner(session, principal, practitioner_id)
         except NotFound:
             raise ValidationFailed("practitioner_id", f"practitioner {practitioner_id} not found") from None
-        await _check_bookable(
-            session, principal, practitioner, start, end, zone, organization.min_notice_minutes
+        if appointment.appointment_type_id is not None and practitioner.id != appointment.practitioner_id:
+            offered = await appointment_types.get_type(session, principal, appointment.appointment_type_id)
+            appointment_types.check_offered(offered, principal, practitioner.id)
+        placed = Placement(start, end, appointment.buffer_before_minutes, appointment.buffer_after_minutes)
+        await check_bookable(
+            session, principal, organization, practitioner, placed, override=data.override, now=now
         )
-        clash = await _conflicting(
-            session, organization.id, practitioner.id, start, end, exclude=appointment.id
-        )
-        if clash is not None:
-            raise _conflict_error(zone, clash.starts_at, clash.ends_at)
-        appointment.starts_at, appointment.ends_at = start, end
+
+    await begin_writes(session)
+    appointment.status = status
+    if placed is not None and practitioner is not None:
+        appointment.starts_at, appointment.ends_at = placed.start, placed.end
         appointment.practitioner_id = practitioner.id
         appointment.practitioner_name = practitioner.name
         appointment.practitioner_email = practitioner.email
     if data.notes is not None:
         appointment.notes = data.notes
-    await _flush_guarded(session, appointment, zone)
+    await _flush_guarded(session, principal, appointment, zone, placed)
     return appointment
 
 
@@ -396,15 +565,23 @@ async def cancel_appointment(
         return appointment  # cancelling twice is a no-op, so a retried cancel is safe
     if AppointmentStatus.CANCELLED not in ALLOWED_TRANSITIONS[appointment.status]:
         raise ValidationFailed("status", f"a {appointment.status.value} appointment cannot be cancelled")
+    _, zone = await service.organization_zone(session, principal.organization_id)
+    await begin_writes(session)
     appointment.status = AppointmentStatus.CANCELLED
     appointment.cancelled_at = utcnow()
     appointment.cancellation_reason = data.reason or "cancelled"
-    _, zone = await service.organization_zone(session, principal.organization_id)
-    await _flush_guarded(session, appointment, zone)
+    await _flush_guarded(session, principal, appointment, zone, None)
     return appointment
 
 
-async def _flush_guarded(session: AsyncSession, appointment: Appointment, zone: ZoneInfo) -> None:
+async def _flush_guarded(
+    session: AsyncSession,
+    principal: Principal,
+    appointment: Appointment,
+    zone: ZoneInfo,
+    placed: Placement | None,
+) -> None:
+    appointment_id, practitioner_id = appointment.id, appointment.practitioner_id
     try:
         await session.flush()
     except StaleDataError:
@@ -413,7 +590,15 @@ async def _flush_guarded(session: AsyncSession, appointment: Appointment, zone: 
             code="stale_version",
         ) from None
     except IntegrityError as error:
-        if _is_overlap(error):
-            raise _conflict_error(zone, None, None) from None
-        raise
-    await session.refresh(appointment)
+        if not _is_overlap(error) or placed is None:
+            raise
+        await session.rollback()
+        clash = await _conflicting(
+            session,
+            principal.organization_id,
+            practitioner_id,
+            placed.blocked_from,
+            placed.blocked_until,
+            exclude=appointment_id,
+        )
+        raise _conflict_error(zone, placed, clash) from None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Column, Enum, ForeignKey, Index, String, Table, Text, UniqueConstraint, event, text
+from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship
 
 from clinicsync.db.base import Base, OrganizationOwned, Timestamps, UUIDPrimaryKey
 
@@ -22,6 +23,10 @@ class AppointmentStatus(enum.StrEnum):
 
 # Statuses that hold the practitioner's time. The overlap constraint and trigger list the same values.
 ACTIVE_STATUSES = (AppointmentStatus.PENDING, AppointmentStatus.CONFIRMED)
+ACTIVE_SQL = "status IN ('pending', 'confirmed')"
+# The longest an appointment may block a diary, buffers included (a database check enforces it).
+# Overlap checks look back this far and no further, so their cost is flat in the diary's history.
+MAX_BLOCK = timedelta(hours=24)
 
 
 class BookingSource(enum.StrEnum):
@@ -86,8 +91,43 @@ class AvailabilityOverride(UUIDPrimaryKey, OrganizationOwned, Base):
     reason: Mapped[str] = mapped_column(String(200), default="")
 
 
+appointment_type_practitioners = Table(
+    "appointment_type_practitioners",
+    Base.metadata,
+    Column("appointment_type_id", ForeignKey("appointment_types.id", ondelete="CASCADE"), primary_key=True),
+    Column("practitioner_id", ForeignKey("practitioners.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class AppointmentType(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
+    """What is booked: its length, the buffers it keeps clear, who offers it and where it shows."""
+
+    __tablename__ = "appointment_types"
+
+    name: Mapped[str] = mapped_column(String(120))
+    duration_minutes: Mapped[int] = mapped_column()
+    buffer_before_minutes: Mapped[int] = mapped_column(default=0)
+    buffer_after_minutes: Mapped[int] = mapped_column(default=0)
+    colour: Mapped[str] = mapped_column(String(7), default="#4a90d9")
+    bookable_online: Mapped[bool] = mapped_column(default=True)
+    # True: every practitioner offers it, including ones added later; False: only those listed.
+    all_practitioners: Mapped[bool] = mapped_column(default=True)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    practitioners: Mapped[list[Practitioner]] = relationship(
+        secondary=appointment_type_practitioners, lazy="selectin", order_by="Practitioner.name"
+    )
+
+    @property
+    def practitioner_ids(self) -> list[uuid.UUID]:
+        return [practitioner.id for practitioner in self.practitioners]
+
+
 class Patient(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     __tablename__ = "patients"
+    __table_args__ = (
+        # The patient list's order and its cursor: (last name, first name, id) within the clinic.
+        Index("ix_patients_organization_name", "organization_id", "last_name", "first_name", "id"),
+    )
 
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))
@@ -101,12 +141,29 @@ class Appointment(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     __table_args__ = (
         Index("ix_appointments_practitioner_starts_at", "practitioner_id", "starts_at"),
         Index("ix_appointments_organization_starts_at", "organization_id", "starts_at"),
+        Index(
+            "ix_appointments_active_practitioner_blocked_from",
+            "practitioner_id",
+            "blocked_from",
+            sqlite_where=text(ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
+        ),
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"), index=True)
     practitioner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("practitioners.id", ondelete="RESTRICT"))
     starts_at: Mapped[datetime] = mapped_column()
     ends_at: Mapped[datetime] = mapped_column()
+    appointment_type_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("appointment_types.id", ondelete="SET NULL"), default=None
+    )
+    # Buffers are copied from the type when booked, so editing a type never moves existing bookings.
+    buffer_before_minutes: Mapped[int] = mapped_column(default=0)
+    buffer_after_minutes: Mapped[int] = mapped_column(default=0)
+    # The time the appointment keeps clear: [starts_at - buffer before, ends_at + buffer after).
+    # Maintained on every flush (below); the overlap constraint and trigger compare these.
+    blocked_from: Mapped[datetime] = mapped_column()
+    blocked_until: Mapped[datetime] = mapped_column()
     status: Mapped[AppointmentStatus] = mapped_column(
         _enum(AppointmentStatus), default=AppointmentStatus.PENDING
     )
@@ -120,6 +177,18 @@ class Appointment(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     version: Mapped[int] = mapped_column(default=1)
 
     __mapper_args__ = {"version_id_col": version}
+
+
+def _set_blocked_range(_mapper: Mapper[Any], _connection: Any, appointment: Appointment) -> None:
+    appointment.blocked_from = appointment.starts_at - timedelta(
+        minutes=appointment.buffer_before_minutes or 0
+    )
+    appointment.blocked_until = appointment.ends_at + timedelta(minutes=appointment.buffer_after_minutes or 0)
+
+
+# Every writer (booking, sync, imports) gets a correct blocked range without having to know of it.
+event.listen(Appointment, "before_insert", _set_blocked_range)
+event.listen(Appointment, "before_update", _set_blocked_range)
 
 
 class IdempotencyRecord(UUIDPrimaryKey, OrganizationOwned, Base):

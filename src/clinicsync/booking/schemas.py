@@ -23,12 +23,16 @@ from clinicsync.booking.models import AppointmentStatus, BookingSource
 from clinicsync.config import get_settings
 
 
-def normalize_phone(value: str | None) -> str | None:
-    """Any readable phone number -> E.164; unreadable or impossible numbers are refused."""
+def normalize_phone(value: str | None, region: str | None = None) -> str | None:
+    """Any readable phone number -> E.164; unreadable or impossible numbers are refused.
+
+    ``region`` is the clinic's country, used for numbers typed without a + (0412 345 678 in
+    an Australian clinic); the services pass it once they know the caller's organization.
+    """
     if value is None or value.strip() == "":
         return None
     try:
-        parsed = phonenumbers.parse(value, get_settings().default_phone_region)
+        parsed = phonenumbers.parse(value, region or get_settings().default_phone_region)
     except phonenumbers.NumberParseException:
         raise ValueError("not a phone number") from None
     if not phonenumbers.is_valid_number(parsed):
@@ -36,7 +40,20 @@ def normalize_phone(value: str | None) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-Phone = Annotated[str | None, AfterValidator(normalize_phone)]
+def _readable_phone(value: str | None) -> str | None:
+    """Parse-time check: international numbers are normalized here, national ones by the service
+    (which knows the clinic's country); anything that is no phone number at all is refused now."""
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip()
+    if value.startswith("+"):
+        return normalize_phone(value)
+    if not any(char.isdigit() for char in value):
+        raise ValueError("not a phone number")
+    return value
+
+
+Phone = Annotated[str | None, Field(default=None, max_length=40), AfterValidator(_readable_phone)]
 
 
 class PractitionerCreate(BaseModel):
@@ -139,14 +156,11 @@ class PatientCreate(BaseModel):
     last_name: str = Field(min_length=1, max_length=100)
     email: EmailStr | None = None
     phone: Phone = None
-    date_of_birth: date | None = None
-
-    @field_validator("date_of_birth")
-    @classmethod
-    def _birth_in_past(cls, value: date | None) -> date | None:
-        if value is not None and value > date.today():
-            raise ValueError("cannot be in the future")
-        return value
+    date_of_birth: date | None = Field(default=None, description="Not after today in the clinic's zone")
+    allow_duplicate: bool = Field(
+        default=False,
+        description="Create even when a patient with the same name, email or phone and date of birth exists",
+    )
 
 
 class PatientUpdate(BaseModel):
@@ -172,15 +186,60 @@ class PatientRead(BaseModel):
 
 class SlotRead(BaseModel):
     practitioner_id: uuid.UUID
-    start: datetime
+    start: datetime = Field(description="In the clinic's zone, with its UTC offset")
     end: datetime
-    local_start: datetime
+    label: str = Field(
+        description="Local date, time and zone abbreviation with offset, e.g. 01:30 EST (-05:00)"
+    )
+    override: bool = Field(
+        default=False, description="Shown to an admin who asked to override; booking it needs override=true"
+    )
 
 
 class SlotSearchResult(BaseModel):
     time_zone: str
     duration_minutes: int
+    appointment_type_id: uuid.UUID | None = None
     slots: list[SlotRead]
+    next_cursor: str | None = Field(default=None, description="Pass as cursor for the next page")
+
+
+class AppointmentTypeCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+    duration_minutes: int = Field(ge=5, le=12 * 60)
+    buffer_before_minutes: int = Field(default=0, ge=0, le=240)
+    buffer_after_minutes: int = Field(default=0, ge=0, le=240)
+    colour: str = Field(default="#4a90d9", pattern=r"^#[0-9a-fA-F]{6}$", description="#rrggbb")
+    bookable_online: bool = Field(default=True, description="Chatbots and voice agents may book it")
+    practitioner_ids: list[uuid.UUID] | None = Field(
+        default=None, max_length=500, description="Who offers it; omit or null for every practitioner"
+    )
+
+
+class AppointmentTypeUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    duration_minutes: int | None = Field(default=None, ge=5, le=12 * 60)
+    buffer_before_minutes: int | None = Field(default=None, ge=0, le=240)
+    buffer_after_minutes: int | None = Field(default=None, ge=0, le=240)
+    colour: str | None = Field(default=None, pattern=r"^#[0-9a-fA-F]{6}$")
+    bookable_online: bool | None = None
+    practitioner_ids: list[uuid.UUID] | None = Field(default=None, max_length=500)
+    is_active: bool | None = None
+
+
+class AppointmentTypeRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    duration_minutes: int
+    buffer_before_minutes: int
+    buffer_after_minutes: int
+    colour: str
+    bookable_online: bool
+    all_practitioners: bool
+    practitioner_ids: list[uuid.UUID]
+    is_active: bool
 
 
 def end_after_start(end: datetime | None, info: ValidationInfo) -> datetime | None:
@@ -197,9 +256,16 @@ class AppointmentCreate(BaseModel):
     end: AwareDatetime | None = Field(
         default=None, description="Defaults to start + the clinic's default length"
     )
+    appointment_type_id: uuid.UUID | None = Field(
+        default=None, description="Sets the length and buffers; the practitioner must offer it"
+    )
     status: AppointmentStatus = AppointmentStatus.PENDING
     booking_source: BookingSource = BookingSource.API
     notes: str = Field(default="", max_length=5000)
+    override: bool = Field(
+        default=False,
+        description="Owners and admins only: book inside notice, past the horizon or off the slot grid",
+    )
 
     _end_after_start = field_validator("end")(end_after_start)
 
@@ -220,6 +286,10 @@ class AppointmentUpdate(BaseModel):
     status: AppointmentStatus | None = None
     notes: str | None = Field(default=None, max_length=5000)
     version: int | None = Field(default=None, ge=1)
+    override: bool = Field(
+        default=False,
+        description="Owners and admins only: move inside notice, past the horizon or off the grid",
+    )
 
     _end_after_start = field_validator("end")(end_after_start)
 
@@ -247,6 +317,9 @@ class AppointmentRead(BaseModel):
     practitioner_email: str | None
     start: datetime = Field(validation_alias=AliasChoices("starts_at", "start"))
     end: datetime = Field(validation_alias=AliasChoices("ends_at", "end"))
+    appointment_type_id: uuid.UUID | None = None
+    buffer_before_minutes: int = 0
+    buffer_after_minutes: int = 0
     status: AppointmentStatus
     booking_source: BookingSource
     booking_reference: str
@@ -260,6 +333,7 @@ class AppointmentRead(BaseModel):
 
 class AppointmentPage(BaseModel):
     items: list[AppointmentRead]
-    total: int
+    total: int | None = Field(description="Matching appointments; null when paging by cursor")
     limit: int
     offset: int
+    next_cursor: str | None = Field(default=None, description="Pass as cursor for the next page")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking import slots as slot_math
@@ -19,6 +20,7 @@ from clinicsync.booking.models import (
     Patient,
     Practitioner,
 )
+from clinicsync.booking.paging import decode_cursor, encode_cursor
 from clinicsync.booking.schemas import (
     OverrideCreate,
     PatientCreate,
@@ -26,29 +28,54 @@ from clinicsync.booking.schemas import (
     PractitionerCreate,
     PractitionerRemoved,
     PractitionerUpdate,
-    SlotRead,
-    SlotSearchResult,
     WeeklyAvailability,
+    normalize_phone,
 )
 from clinicsync.db.base import utcnow
+from clinicsync.db.engine import begin_writes
 from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed, partial_update
+from clinicsync.tenancy import security
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Organization, Role, User
 from clinicsync.tenancy.principal import Principal
 from clinicsync.tenancy.schemas import UserCreate
 
-MAX_SLOT_SEARCH_DAYS = 62
 PRACTITIONER_REMOVED_REASON = "practitioner removed from the clinic"
+
+
+# --- the clinic's own calendar and country -------------------------------------------------------
+
+
+def clinic_today(organization: Organization, now: datetime | None = None) -> date:
+    """Today's date where the clinic is, whatever zone the server runs in."""
+    return (now or utcnow()).astimezone(ZoneInfo(organization.time_zone)).date()
+
+
+def phone_region(organization: Organization) -> str:
+    """The country for numbers typed without +: the clinic's setting, else its time zone's country."""
+    return organization.dialling_region
+
+
+def clinic_phone(organization: Organization, value: str | None, field: str = "phone") -> str | None:
+    try:
+        return normalize_phone(value, phone_region(organization))
+    except ValueError as error:
+        raise ValidationFailed(field, f"{error} (read as a {phone_region(organization)} number)") from None
 
 
 # --- practitioners -----------------------------------------------------------------------------
 
 
-async def list_practitioners(session: AsyncSession, principal: Principal) -> list[Practitioner]:
+async def list_practitioners(
+    session: AsyncSession, principal: Principal, *, limit: int | None = None, offset: int = 0
+) -> list[Practitioner]:
     query = select(Practitioner).where(
         Practitioner.organization_id == principal.organization_id, Practitioner.deleted_at.is_(None)
     )
-    return list(await session.scalars(query.order_by(Practitioner.name)))
+    query = query.order_by(Practitioner.name, Practitioner.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(await session.scalars(query))
 
 
 async def get_practitioner(
@@ -80,26 +107,55 @@ async def _ensure_email_free(session: AsyncSession, principal: Principal, email:
 async def create_practitioner(
     session: AsyncSession, principal: Principal, data: PractitionerCreate
 ) -> Practitioner:
-    """Creating a practitioner with an email gives them a login straight away."""
+    """Creating a practitioner with an email gives them a login straight away.
+
+    A practitioner removed earlier and added again with the same email gets their old login
+    back (reactivated, with the new password if one is given) rather than a conflict.
+    """
+    organization = await tenancy_service.get_organization(session, principal.organization_id)
     practitioner = Practitioner(
         organization_id=principal.organization_id,
         name=data.name,
         email=data.email.lower() if data.email else None,
-        phone=data.phone,
+        phone=clinic_phone(organization, data.phone),
         title=data.title,
         specialty=data.specialty,
     )
     if data.email:
         await _ensure_email_free(session, principal, data.email)
-        user = await tenancy_service.create_user(
-            session,
-            principal.organization_id,
-            UserCreate(email=data.email, full_name=data.name, role=Role.PRACTITIONER, password=data.password),
-        )
-        practitioner.user_id = user.id
+        practitioner.user_id = (await _practitioner_login(session, principal, data)).id
     session.add(practitioner)
     await session.flush()
     return practitioner
+
+
+async def _practitioner_login(session: AsyncSession, principal: Principal, data: PractitionerCreate) -> User:
+    assert data.email is not None
+    email = data.email.lower()
+    former = await session.scalar(
+        select(User).where(User.organization_id == principal.organization_id, User.email == email)
+    )
+    if former is None:
+        return await tenancy_service.create_user(
+            session,
+            principal.organization_id,
+            UserCreate(email=email, full_name=data.name, role=Role.PRACTITIONER, password=data.password),
+        )
+    removed = await session.scalar(
+        select(Practitioner.id).where(
+            Practitioner.organization_id == principal.organization_id,
+            Practitioner.user_id == former.id,
+            Practitioner.deleted_at.is_not(None),
+        )
+    )
+    if former.is_active or removed is None:
+        raise Conflict(f"email: a user with email {email} already exists in this organization")
+    former.is_active = True
+    former.full_name = data.name
+    former.role = Role.PRACTITIONER
+    if data.password:
+        former.password_hash = security.hash_password(data.password)
+    return former
 
 
 async def update_practitioner(
@@ -107,6 +163,9 @@ async def update_practitioner(
 ) -> Practitioner:
     practitioner = await get_practitioner(session, principal, practitioner_id)
     changes = partial_update(data, required=("name", "title", "specialty", "is_active"))
+    if changes.get("phone") is not None:
+        organization = await tenancy_service.get_organization(session, principal.organization_id)
+        changes["phone"] = clinic_phone(organization, changes["phone"])
     if "email" in changes and changes["email"] is not None:
         changes["email"] = changes["email"].lower()
         if changes["email"] != practitioner.email:
@@ -115,18 +174,18 @@ async def update_practitioner(
         setattr(practitioner, field, value)
     if "email" in changes or "name" in changes:
         await _update_login(session, principal, practitioner)
-        # Appointments carry the practitioner's name and email for portals and reminders; keep them current.
-        await session.execute(
-            update(Appointment)
-            .where(Appointment.practitioner_id == practitioner.id)
-            .values(
-                practitioner_name=practitioner.name,
-                practitioner_email=practitioner.email,
-                version=Appointment.version + 1,
-                updated_at=utcnow(),
+        # Appointments carry the practitioner's name and email for portals and reminders; keep the
+        # ones still to come current (finished ones keep the name they were seen under).
+        upcoming = await session.scalars(
+            select(Appointment).where(
+                Appointment.organization_id == principal.organization_id,
+                Appointment.practitioner_id == practitioner.id,
+                Appointment.ends_at > utcnow(),
             )
-            .execution_options(synchronize_session=False)
         )
+        for appointment in upcoming:
+            appointment.practitioner_name = practitioner.name
+            appointment.practitioner_email = practitioner.email
     await session.flush()
     return practitioner
 
@@ -172,25 +231,22 @@ async def remove_practitioner(
     if practitioner.user_id is not None:
         user = await tenancy_service.get_user(session, principal, practitioner.user_id)
         await tenancy_service.deactivate_user(session, user)
-    result = await session.execute(
-        update(Appointment)
-        .where(
-            Appointment.organization_id == principal.organization_id,
-            Appointment.practitioner_id == practitioner.id,
-            Appointment.status.in_(ACTIVE_STATUSES),
-            Appointment.starts_at >= now,
+    future = list(
+        await session.scalars(
+            select(Appointment).where(
+                Appointment.organization_id == principal.organization_id,
+                Appointment.practitioner_id == practitioner.id,
+                Appointment.status.in_(ACTIVE_STATUSES),
+                Appointment.starts_at >= now,
+            )
         )
-        .values(
-            status=AppointmentStatus.CANCELLED,
-            cancelled_at=now,
-            cancellation_reason=PRACTITIONER_REMOVED_REASON,
-            version=Appointment.version + 1,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
     )
+    for appointment in future:
+        appointment.status = AppointmentStatus.CANCELLED
+        appointment.cancelled_at = now
+        appointment.cancellation_reason = PRACTITIONER_REMOVED_REASON
     await session.flush()
-    return PractitionerRemoved(id=practitioner.id, cancelled_appointments=getattr(result, "rowcount", 0) or 0)
+    return PractitionerRemoved(id=practitioner.id, cancelled_appointments=len(future))
 
 
 def practitioner_of(principal: Principal, practitioner: Practitioner) -> None:
@@ -222,12 +278,14 @@ async def replace_weekly(
 ) -> list[AvailabilityRule]:
     practitioner = await get_practitioner(session, principal, practitioner_id)
     practitioner_of(principal, practitioner)
-    await session.execute(
-        delete(AvailabilityRule).where(
+    for old in await session.scalars(
+        select(AvailabilityRule).where(
             AvailabilityRule.organization_id == principal.organization_id,
             AvailabilityRule.practitioner_id == practitioner_id,
         )
-    )
+    ):
+        await session.delete(old)
+    await session.flush()
     rules = [
         AvailabilityRule(
             organization_id=principal.organization_id,
@@ -245,14 +303,22 @@ async def replace_weekly(
 
 
 async def list_overrides(
-    session: AsyncSession, principal: Principal, practitioner_id: uuid.UUID
+    session: AsyncSession,
+    principal: Principal,
+    practitioner_id: uuid.UUID,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[AvailabilityOverride]:
     await get_practitioner(session, principal, practitioner_id)
     query = select(AvailabilityOverride).where(
         AvailabilityOverride.organization_id == principal.organization_id,
         AvailabilityOverride.practitioner_id == practitioner_id,
     )
-    return list(await session.scalars(query.order_by(AvailabilityOverride.date)))
+    query = query.order_by(AvailabilityOverride.date, AvailabilityOverride.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(await session.scalars(query))
 
 
 async def add_override(
@@ -320,85 +386,19 @@ async def schedule_of(
     return weekly, overrides
 
 
-# --- slot search ---------------------------------------------------------------------------------
-
-
-async def search_slots(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    first_day: date,
-    last_day: date,
-    practitioner_id: uuid.UUID | None = None,
-    duration_minutes: int | None = None,
-    interval_minutes: int | None = None,
-    now: datetime | None = None,
-) -> SlotSearchResult:
-    if last_day < first_day:
-        raise ValidationFailed("to", "must be on or after from")
-    if (last_day - first_day).days >= MAX_SLOT_SEARCH_DAYS:
-        raise ValidationFailed("to", f"a search covers at most {MAX_SLOT_SEARCH_DAYS} days")
-    organization = await tenancy_service.get_organization(session, principal.organization_id)
-    zone = ZoneInfo(organization.time_zone)
-    duration = timedelta(minutes=duration_minutes or organization.default_appointment_minutes)
-    interval = timedelta(minutes=interval_minutes or organization.slot_interval_minutes)
-    now = now or utcnow()
-    if practitioner_id is not None:
-        practitioners = [await get_practitioner(session, principal, practitioner_id)]
-    else:
-        practitioners = [p for p in await list_practitioners(session, principal) if p.is_active]
-    ids = [p.id for p in practitioners]
-    weekly, overrides = await schedule_of(session, organization.id, ids, first_day, last_day)
-    # Busy times for the whole range in one query, padded a day each side for zones far from UTC.
-    range_start = datetime.combine(first_day - timedelta(days=1), datetime.min.time(), tzinfo=zone)
-    range_end = datetime.combine(last_day + timedelta(days=2), datetime.min.time(), tzinfo=zone)
-    busy: dict[uuid.UUID, list[tuple[datetime, datetime]]] = {pid: [] for pid in ids}
-    rows = await session.execute(
-        select(Appointment.practitioner_id, Appointment.starts_at, Appointment.ends_at).where(
-            Appointment.organization_id == organization.id,
-            Appointment.practitioner_id.in_(ids),
-            Appointment.status.in_(ACTIVE_STATUSES),
-            Appointment.starts_at < range_end,
-            Appointment.ends_at > range_start,
-        )
-    )
-    for pid, starts_at, ends_at in rows:
-        busy[pid].append((starts_at, ends_at))
-    earliest = now + timedelta(minutes=organization.min_notice_minutes)
-    found: list[SlotRead] = []
-    for practitioner in practitioners:
-        for slot in slot_math.free_slots(
-            practitioner_id=practitioner.id,
-            zone=zone,
-            first_day=first_day,
-            last_day=last_day,
-            weekly=weekly[practitioner.id],
-            overrides=overrides[practitioner.id],
-            busy=busy[practitioner.id],
-            duration=duration,
-            interval=interval,
-            earliest_start=earliest,
-        ):
-            found.append(
-                SlotRead(
-                    practitioner_id=slot.practitioner_id,
-                    start=slot.start,
-                    end=slot.end,
-                    local_start=slot.local_start,
-                )
-            )
-    found.sort(key=lambda slot: (slot.start, str(slot.practitioner_id)))
-    return SlotSearchResult(
-        time_zone=organization.time_zone, duration_minutes=int(duration.total_seconds() // 60), slots=found
-    )
-
-
 # --- patients --------------------------------------------------------------------------------------
 
 
 async def list_patients(
-    session: AsyncSession, principal: Principal, *, search: str | None, limit: int, offset: int
-) -> list[Patient]:
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    search: str | None,
+    limit: int,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> tuple[list[Patient], str | None]:
+    """A page of patients by name, and the cursor of the next page (None on the last one)."""
     query = select(Patient).where(Patient.organization_id == principal.organization_id)
     if search:
         pattern = f"%{search.lower()}%"
@@ -408,8 +408,29 @@ async def list_patients(
             | func.lower(Patient.email).like(pattern)
             | Patient.phone.like(pattern)
         )
-    query = query.order_by(Patient.last_name, Patient.first_name, Patient.id).limit(limit).offset(offset)
-    return list(await session.scalars(query))
+    if cursor is not None:
+        last_name, first_name, raw_id = decode_cursor(cursor, 3)
+        after_id = _cursor_uuid(raw_id)
+        query = query.where(
+            or_(
+                Patient.last_name > last_name,
+                and_(Patient.last_name == last_name, Patient.first_name > first_name),
+                and_(Patient.last_name == last_name, Patient.first_name == first_name, Patient.id > after_id),
+            )
+        )
+    query = query.order_by(Patient.last_name, Patient.first_name, Patient.id).limit(limit + 1).offset(offset)
+    rows = list(await session.scalars(query))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.last_name, last.first_name, last.id)
+
+
+def _cursor_uuid(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationFailed("cursor", "is not a cursor this list returned") from None
 
 
 async def get_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID) -> Patient:
@@ -421,13 +442,88 @@ async def get_patient(session: AsyncSession, principal: Principal, patient_id: u
     return patient
 
 
+def _check_birth_date(organization: Organization, value: date | None) -> None:
+    if value is not None and value > clinic_today(organization):
+        raise ValidationFailed("date_of_birth", "cannot be after today in the clinic's time zone")
+
+
+async def find_duplicate(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    first_name: str,
+    last_name: str,
+    email: str | None,
+    phone: str | None,
+    date_of_birth: date | None,
+) -> tuple[Patient, str] | None:
+    """An existing patient who is probably the same person, and what matched: the same date of
+    birth plus the same name, email or phone. Without a date of birth nothing is matched."""
+    if date_of_birth is None:
+        return None
+    same_name = and_(
+        func.lower(Patient.first_name) == first_name.lower(),
+        func.lower(Patient.last_name) == last_name.lower(),
+    )
+    matches = [same_name]
+    if email:
+        matches.append(Patient.email == email.lower())
+    if phone:
+        matches.append(Patient.phone == phone)
+    candidate = await session.scalar(
+        select(Patient)
+        .where(
+            Patient.organization_id == principal.organization_id,
+            Patient.date_of_birth == date_of_birth,
+            or_(*matches),
+        )
+        .order_by(Patient.created_at, Patient.id)
+        .limit(1)
+    )
+    if candidate is None:
+        return None
+    if (
+        candidate.first_name.lower() == first_name.lower()
+        and candidate.last_name.lower() == last_name.lower()
+    ):
+        return candidate, "name and date_of_birth"
+    if email and candidate.email == email.lower():
+        return candidate, "email and date_of_birth"
+    return candidate, "phone and date_of_birth"
+
+
 async def create_patient(session: AsyncSession, principal: Principal, data: PatientCreate) -> Patient:
+    """Registers a patient. A likely duplicate answers 409 with the existing patient's id unless
+    the caller says ``allow_duplicate`` (twins, or two people sharing a family phone)."""
+    organization = await tenancy_service.get_organization(session, principal.organization_id)
+    _check_birth_date(organization, data.date_of_birth)
+    phone = clinic_phone(organization, data.phone)
+    email = data.email.lower() if data.email else None
+    if not data.allow_duplicate:
+        duplicate = await find_duplicate(
+            session,
+            principal,
+            first_name=data.first_name,
+            last_name=data.last_name,
+            email=email,
+            phone=phone,
+            date_of_birth=data.date_of_birth,
+        )
+        if duplicate is not None:
+            existing, matched_on = duplicate
+            raise Conflict(
+                f"a patient with the same {matched_on} already exists ({existing.id}); "
+                "use that patient, or send allow_duplicate=true to register another",
+                code="duplicate_patient",
+                details={"existing_id": str(existing.id), "matched_on": matched_on},
+            )
+    await begin_writes(session)
     patient = Patient(
         organization_id=principal.organization_id,
         first_name=data.first_name,
         last_name=data.last_name,
-        email=data.email.lower() if data.email else None,
-        phone=data.phone,
+        email=email,
+        phone=phone,
         date_of_birth=data.date_of_birth,
     )
     session.add(patient)
@@ -440,8 +536,11 @@ async def update_patient(
 ) -> Patient:
     patient = await get_patient(session, principal, patient_id)
     changes = partial_update(data, required=("first_name", "last_name"))
-    if changes.get("date_of_birth") and changes["date_of_birth"] > date.today():
-        raise ValidationFailed("date_of_birth", "cannot be in the future")
+    organization = await tenancy_service.get_organization(session, principal.organization_id)
+    _check_birth_date(organization, changes.get("date_of_birth"))
+    if changes.get("phone") is not None:
+        changes["phone"] = clinic_phone(organization, changes["phone"])
+    await begin_writes(session)
     for field, value in changes.items():
         setattr(patient, field, value.lower() if field == "email" and value else value)
     await session.flush()
@@ -453,3 +552,39 @@ async def organization_zone(
 ) -> tuple[Organization, ZoneInfo]:
     organization = await tenancy_service.get_organization(session, organization_id)
     return organization, ZoneInfo(organization.time_zone)
+
+
+async def day_schedule(
+    session: AsyncSession, organization_id: uuid.UUID, practitioner_id: uuid.UUID, day: date
+) -> tuple[list[slot_math.WeeklyInterval], list[slot_math.DateOverride]]:
+    """One practitioner's weekly hours for ``day``'s weekday and that date's overrides, in one
+    round trip (booking reads this on every request)."""
+    weekly_rows = select(
+        literal(True).label("weekly"),
+        AvailabilityRule.start_time,
+        AvailabilityRule.end_time,
+        AvailabilityRule.is_available,
+    ).where(
+        AvailabilityRule.organization_id == organization_id,
+        AvailabilityRule.practitioner_id == practitioner_id,
+        AvailabilityRule.day_of_week == day.weekday(),
+    )
+    override_rows = select(
+        literal(False).label("weekly"),
+        AvailabilityOverride.start_time,
+        AvailabilityOverride.end_time,
+        AvailabilityOverride.is_available,
+    ).where(
+        AvailabilityOverride.organization_id == organization_id,
+        AvailabilityOverride.practitioner_id == practitioner_id,
+        AvailabilityOverride.date == day,
+    )
+    weekly: list[slot_math.WeeklyInterval] = []
+    overrides: list[slot_math.DateOverride] = []
+    rows: list[Any] = list((await session.execute(union_all(weekly_rows, override_rows))).all())
+    for is_weekly, start, end, is_available in rows:
+        if is_weekly:
+            weekly.append(slot_math.WeeklyInterval(day.weekday(), start, end, is_available))
+        else:
+            overrides.append(slot_math.DateOverride(day, start, end, is_available))
+    return weekly, overrides

@@ -5,8 +5,8 @@ Rules are local wall-clock times; we walk the local calendar in the clinic's zon
 start times on the wall clock, because that is what a patient reads. Two DST traps:
 
 * spring forward: local times inside the gap don't exist; they are skipped, never shifted.
-* fall back: local times in the repeated hour happen twice; only the first occurrence
-  (fold=0) is offered, so a list of slots never shows the same local time twice.
+* fall back: local times in the repeated hour happen twice; both occurrences are offered,
+  each carrying its own UTC offset, so no real time is lost and none is ambiguous.
 
 Durations and overlaps are always measured in UTC.
 """
@@ -43,6 +43,7 @@ class Slot:
     start: datetime  # UTC
     end: datetime  # UTC
     local_start: datetime  # aware, in the clinic's zone
+    override: bool = False  # offered to an admin only because they asked to override the rules
 
 
 Interval = tuple[time, time]
@@ -103,11 +104,53 @@ def to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime | None:
     return instant
 
 
+def occurrences(wall: datetime, zone: ZoneInfo) -> list[datetime]:
+    """Every UTC instant at which the clock reads ``wall`` (naive): none in a spring-forward gap,
+    two in a fall-back hour (earlier first), one otherwise."""
+    found: list[datetime] = []
+    for fold in (0, 1):
+        local = wall.replace(tzinfo=zone, fold=fold)
+        instant = local.astimezone(UTC)
+        if instant.astimezone(zone).replace(tzinfo=None) != wall:
+            continue  # in the gap: the round trip lands elsewhere
+        if instant not in found:
+            found.append(instant)
+    return found
+
+
 def _window_bounds_utc(day: date, window: Interval, zone: ZoneInfo) -> tuple[datetime, datetime]:
     # Bounds that fall in a DST gap are pushed past it: the wall clock jumps forward there too.
     start = datetime.combine(day, window[0], tzinfo=zone).astimezone(UTC)
     end = datetime.combine(day, window[1], tzinfo=zone).astimezone(UTC)
     return start, end
+
+
+def grid_starts(
+    *,
+    day: date,
+    zone: ZoneInfo,
+    weekly: Sequence[WeeklyInterval],
+    overrides: Sequence[DateOverride],
+    duration: timedelta,
+    interval: timedelta,
+) -> list[datetime]:
+    """Every start on the day's grid that fits its opening hours, as sorted UTC instants.
+
+    The grid steps the wall clock from each window's opening time. A wall time that happens
+    twice (fall back) gives both instants, so no real time is lost; one inside a gap gives none.
+    Slot search and booking both use this, so a time is bookable exactly when search offers it.
+    """
+    starts: set[datetime] = set()
+    for window in local_windows(day, weekly, overrides):
+        window_start_utc, window_end_utc = _window_bounds_utc(day, window, zone)
+        wall = datetime.combine(day, window[0])
+        window_end_wall = datetime.combine(day, window[1])
+        while wall < window_end_wall:
+            for start in occurrences(wall, zone):
+                if start >= window_start_utc and start + duration <= window_end_utc:
+                    starts.add(start)
+            wall += interval
+    return sorted(starts)
 
 
 class BusyTimes:
@@ -130,6 +173,69 @@ class BusyTimes:
         return before_end > 0 and self._max_ends[before_end - 1] > start
 
 
+@dataclass(frozen=True, slots=True)
+class SearchRules:
+    """What one search applies to every practitioner it covers."""
+
+    zone: ZoneInfo
+    duration: timedelta
+    interval: timedelta  # the grid offered
+    clinic_interval: timedelta  # the clinic's own grid; other starts need an admin's override
+    earliest_start: datetime  # notice
+    latest_start: datetime  # horizon
+    buffer_before: timedelta = timedelta(0)
+    buffer_after: timedelta = timedelta(0)
+    # Admin override: also show starts inside notice, past the horizon or off the clinic's grid,
+    # flagged as such. Never the past, never outside hours, never over another booking.
+    override: bool = False
+    not_before: datetime | None = None
+
+
+def day_slots(
+    *,
+    practitioner_id: uuid.UUID,
+    day: date,
+    weekly: Sequence[WeeklyInterval],
+    overrides: Sequence[DateOverride],
+    busy: BusyTimes,
+    rules: SearchRules,
+) -> list[Slot]:
+    """The free starts of one practitioner on one local day, in time order."""
+    regular = set(
+        grid_starts(
+            day=day,
+            zone=rules.zone,
+            weekly=weekly,
+            overrides=overrides,
+            duration=rules.duration,
+            interval=rules.clinic_interval,
+        )
+    )
+    if rules.override and rules.interval != rules.clinic_interval:
+        offered = grid_starts(
+            day=day,
+            zone=rules.zone,
+            weekly=weekly,
+            overrides=overrides,
+            duration=rules.duration,
+            interval=rules.interval,
+        )
+    else:
+        offered = sorted(regular)
+    found: list[Slot] = []
+    for start in offered:
+        if rules.not_before is not None and start < rules.not_before:
+            continue
+        outside_rules = start not in regular or not rules.earliest_start <= start <= rules.latest_start
+        if outside_rules and not rules.override:
+            continue
+        end = start + rules.duration
+        if busy.overlaps(start - rules.buffer_before, end + rules.buffer_after):
+            continue
+        found.append(Slot(practitioner_id, start, end, start.astimezone(rules.zone), outside_rules))
+    return found
+
+
 def free_slots(
     *,
     practitioner_id: uuid.UUID,
@@ -145,23 +251,24 @@ def free_slots(
 ) -> Iterator[Slot]:
     """Free start times of ``duration`` between two local dates (inclusive), stepped by ``interval``."""
     busy_times = BusyTimes(busy)
+    rules = SearchRules(
+        zone=zone,
+        duration=duration,
+        interval=interval,
+        clinic_interval=interval,
+        earliest_start=earliest_start,
+        latest_start=datetime.max.replace(tzinfo=UTC),
+    )
     day = first_day
     while day <= last_day:
-        for window in local_windows(day, weekly, overrides):
-            window_start_utc, window_end_utc = _window_bounds_utc(day, window, zone)
-            wall = datetime.combine(day, window[0])
-            window_end_wall = datetime.combine(day, window[1])
-            while wall < window_end_wall:
-                start = to_utc(day, wall.time(), zone)
-                wall += interval
-                if start is None or start < window_start_utc:
-                    continue
-                end = start + duration
-                if end > window_end_utc or start < earliest_start:
-                    continue
-                if busy_times.overlaps(start, end):
-                    continue
-                yield Slot(practitioner_id, start, end, start.astimezone(zone))
+        yield from day_slots(
+            practitioner_id=practitioner_id,
+            day=day,
+            weekly=weekly,
+            overrides=overrides,
+            busy=busy_times,
+            rules=rules,
+        )
         day += timedelta(days=1)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +14,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_LOCK_KEY = "sqlite_write_lock"
+DEFERRED_KEY = "sqlite_deferred_writes"
+
+# One queue per SQLite engine for the database's single write lock. SQLite's own busy handler
+# wakes waiting writers by polling, so under load some wait far longer than others; queueing
+# them here first serves writers in arrival order (p99 close to p50) and leaves SQLite's lock
+# free of contention inside one process.
+_write_queues: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def async_database_url(url: str) -> str:
@@ -79,20 +89,75 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def _write_queue(session: AsyncSession) -> asyncio.Lock | None:
+    bind = session.bind
+    if bind is None or bind.dialect.name != "sqlite":
+        return None
+    sync_engine = bind.sync_engine if isinstance(bind, AsyncEngine) else bind
+    queue = _write_queues.get(sync_engine)
+    if queue is None:
+        queue = _write_queues[sync_engine] = asyncio.Lock()
+    return queue
+
+
+async def _take_write_lock(session: AsyncSession) -> None:
+    queue = _write_queue(session)
+    if queue is None or WRITE_LOCK_KEY in session.info:
+        return
+    try:
+        await asyncio.wait_for(queue.acquire(), timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    except TimeoutError:
+        raise TimeoutError("the database stayed locked by other writers for 30 s") from None
+    session.info[WRITE_LOCK_KEY] = queue
+
+
+def _release_write_lock(session: AsyncSession) -> None:
+    queue = session.info.pop(WRITE_LOCK_KEY, None)
+    if queue is not None:
+        queue.release()
+
+
+async def begin_writes(session: AsyncSession) -> None:
+    """Marks the end of a request's reads: from here on it writes.
+
+    On SQLite, a session opened with ``deferred_writes`` has read in a deferred transaction
+    without the write lock; this ends that read transaction, waits its turn for the write lock
+    and begins an immediate one, so the lock is held for the writes and the commit only.
+    Checks made while reading stay guarded by the database: the overlap trigger runs inside
+    the write transaction. Elsewhere (PostgreSQL, ordinary sessions) this does nothing.
+    """
+    if not session.info.get(DEFERRED_KEY):
+        return
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("begin_writes must come before the first change to the session")
+    session.info[DEFERRED_KEY] = False
+    if session.in_transaction():
+        await session.commit()
+    await _take_write_lock(session)
+    await session.connection(execution_options={"sqlite_write": True})
+
+
 @asynccontextmanager
 async def session_scope(
-    sessionmaker: async_sessionmaker[AsyncSession], *, write: bool = True
+    sessionmaker: async_sessionmaker[AsyncSession], *, write: bool = True, deferred_writes: bool = False
 ) -> AsyncIterator[AsyncSession]:
     """A session in one transaction: committed on success, rolled back on error.
 
     ``write=False`` lets SQLite readers run beside a writer (a deferred transaction).
+    ``deferred_writes=True`` reads like that until the code calls ``begin_writes``.
     """
     async with sessionmaker() as session:
-        if not write:
-            await session.connection(execution_options={"sqlite_write": False})
+        sqlite = _write_queue(session) is not None
         try:
+            if sqlite and (not write or deferred_writes):
+                session.info[DEFERRED_KEY] = write
+                await session.connection(execution_options={"sqlite_write": False})
+            elif sqlite:
+                await _take_write_lock(session)
             yield session
             await session.commit()
         except BaseException:
             await session.rollback()
             raise
+        finally:
+            _release_write_lock(session)

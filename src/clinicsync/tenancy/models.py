@@ -9,7 +9,9 @@ from datetime import datetime
 from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clinicsync.config import get_settings
 from clinicsync.db.base import Base, OrganizationOwned, Timestamps, UUIDPrimaryKey
+from clinicsync.tenancy.regions import region_for_zone
 
 
 class Role(enum.StrEnum):
@@ -33,6 +35,15 @@ class Organization(UUIDPrimaryKey, Timestamps, Base):
     min_notice_minutes: Mapped[int] = mapped_column(default=60)
     slot_interval_minutes: Mapped[int] = mapped_column(default=15)
     default_appointment_minutes: Mapped[int] = mapped_column(default=30)
+    # How far ahead (in the clinic's days) patients and staff may book; admins may go further.
+    booking_horizon_days: Mapped[int] = mapped_column(default=365, server_default="365")
+    # ISO country for phone numbers typed without +; None: derived from the time zone.
+    phone_region: Mapped[str | None] = mapped_column(String(2), default=None)
+
+    @property
+    def dialling_region(self) -> str:
+        """The country for numbers typed without +: the setting, else the time zone's country."""
+        return self.phone_region or region_for_zone(self.time_zone) or get_settings().default_phone_region
 
 
 class User(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from clinicsync.tenancy.models import Role
+from clinicsync.tenancy.regions import check_region
 
 
 def check_time_zone(value: str) -> str:
@@ -33,11 +34,20 @@ class OrganizationUpdate(BaseModel):
     min_notice_minutes: int | None = Field(default=None, ge=0, le=60 * 24 * 60)
     slot_interval_minutes: int | None = Field(default=None, ge=5, le=24 * 60)
     default_appointment_minutes: int | None = Field(default=None, ge=5, le=24 * 60)
+    booking_horizon_days: int | None = Field(default=None, ge=0, le=3 * 366)
+    phone_region: str | None = Field(
+        default=None, description="ISO country for phone numbers typed without +, e.g. AU"
+    )
 
     @field_validator("time_zone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
         return None if value is None else check_time_zone(value)
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return None if value is None else check_region(value)
 
 
 class OrganizationRead(BaseModel):
@@ -50,6 +60,11 @@ class OrganizationRead(BaseModel):
     min_notice_minutes: int
     slot_interval_minutes: int
     default_appointment_minutes: int
+    booking_horizon_days: int
+    phone_region: str = Field(
+        validation_alias="dialling_region",
+        description="The setting, or the country of the time zone when unset",
+    )
 
 
 class UserCreate(BaseModel):

@@ -168,17 +168,20 @@ async def revoke_token(session: AsyncSession, principal: Principal, token_id: uu
 
 async def authenticate(session: AsyncSession, raw_token: str) -> tuple[Principal, bool]:
     """Resolves a bearer token. Returns the principal and whether last_used_at is due a refresh."""
+    # The organization comes along in the same round trip: it lands in the session's identity
+    # map, so the route's own get_organization (session.get) costs no query.
     row = (
         await session.execute(
-            select(ApiToken, User)
+            select(ApiToken, User, Organization)
             .join(User, User.id == ApiToken.user_id)
+            .join(Organization, Organization.id == ApiToken.organization_id)
             .where(ApiToken.token_hash == security.hash_token(raw_token))
         )
     ).first()
     now = utcnow()
     if row is None:
         raise Unauthorized("invalid token")
-    token, user = row
+    token, user, _organization = row
     if token.revoked_at is not None or not user.is_active:
         raise Unauthorized("token revoked")
     if token.expires_at is not None and token.expires_at <= now:
