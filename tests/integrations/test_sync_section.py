@@ -41,9 +41,14 @@ def refused(sync: str) -> list[tuple[str, str]]:
 
 
 def test_shipped_pms_definitions_map_every_operation() -> None:
-    for name in ("opendental",):
+    for name in ("opendental", "cliniko"):
         definition = load_definition_file(PROVIDERS_DIR / f"{name}.yaml")
         assert supported_operations(definition) == frozenset(SyncOperation), name
+
+
+def test_a_calendar_maps_appointments_only() -> None:
+    definition = load_definition_file(PROVIDERS_DIR / "google_calendar.yaml")
+    assert supported_operations(definition) == {op for op in SyncOperation if op.kind == "appointment"}
 
 
 def test_each_mistake_is_named_by_its_path() -> None:

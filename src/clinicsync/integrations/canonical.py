@@ -197,6 +197,9 @@ def _prepare_payload(
             value = _e164(value, resolved.settings) or _refuse_phone(value)
         prepared[name] = value
     starts, ends = prepared.get("starts_at"), prepared.get("ends_at")
+    if operation is SyncOperation.APPOINTMENT_FIND and starts is not None:
+        prepared.setdefault("starts_from", starts - timedelta(days=1))
+        prepared.setdefault("starts_to", starts + timedelta(days=1))
     if starts is not None and ends is not None and "duration_minutes" in allowed:
         if ends <= starts:
             raise ValidationFailed("payload.ends_at", "must be after starts_at")

@@ -81,7 +81,16 @@ PAYLOAD_KEYS: dict[SyncOperation, tuple[str, ...]] = {
     SyncOperation.APPOINTMENT_UPDATE: ("id", *_APPOINTMENT_WRITE),
     SyncOperation.APPOINTMENT_CANCEL: ("id", "reason", "note"),
     SyncOperation.APPOINTMENT_GET: ("id",),
-    SyncOperation.APPOINTMENT_FIND: ("reference", "patient_id", "practitioner_id", "starts_at"),
+    # starts_from/starts_to: a window of a day either side of starts_at, for providers that
+    # filter by a range (derived when not given).
+    SyncOperation.APPOINTMENT_FIND: (
+        "reference",
+        "patient_id",
+        "practitioner_id",
+        "starts_at",
+        "starts_from",
+        "starts_to",
+    ),
     SyncOperation.APPOINTMENT_LIST_CHANGED: ("updated_since", "starts_from", "starts_to"),
     SyncOperation.PATIENT_CREATE: _PATIENT_WRITE,
     SyncOperation.PATIENT_UPDATE: ("id", *_PATIENT_WRITE),
