@@ -35,12 +35,30 @@ from clinicsync.booking.schemas import (
     WeeklyAvailability,
     WeeklyAvailabilityRead,
 )
-from clinicsync.deps import AdminDep, PrincipalDep, SessionDep, writes_after_reads
+from clinicsync.deps import Requires, SessionDep, writes_after_reads
 from clinicsync.errors import ValidationFailed
+from clinicsync.tenancy.permissions import Capability
+from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["booking"])
 # Routes whose services read first and call begin_writes before changing anything.
 WRITES_AFTER_READS = [Depends(writes_after_reads)]
+
+PractitionerReader = Annotated[Principal, Requires(Capability.PRACTITIONERS_READ)]
+PractitionerManager = Annotated[Principal, Requires(Capability.PRACTITIONERS_MANAGE)]
+AvailabilityReader = Annotated[Principal, Requires(Capability.AVAILABILITY_READ)]
+AvailabilityManager = Annotated[Principal, Requires(Capability.AVAILABILITY_MANAGE)]
+SlotSearcher = Annotated[Principal, Requires(Capability.SLOTS_SEARCH)]
+TypeReader = Annotated[Principal, Requires(Capability.APPOINTMENT_TYPES_READ)]
+TypeManager = Annotated[Principal, Requires(Capability.APPOINTMENT_TYPES_MANAGE)]
+PatientLister = Annotated[Principal, Requires(Capability.PATIENTS_LIST)]
+PatientReader = Annotated[Principal, Requires(Capability.PATIENTS_READ)]
+PatientRegistrar = Annotated[Principal, Requires(Capability.PATIENTS_REGISTER)]
+PatientEditor = Annotated[Principal, Requires(Capability.PATIENTS_UPDATE)]
+AppointmentLister = Annotated[Principal, Requires(Capability.APPOINTMENTS_LIST)]
+AppointmentReader = Annotated[Principal, Requires(Capability.APPOINTMENTS_READ)]
+Booker = Annotated[Principal, Requires(Capability.APPOINTMENTS_BOOK)]
+AppointmentEditor = Annotated[Principal, Requires(Capability.APPOINTMENTS_CHANGE)]
 
 Limit = Annotated[int, Query(ge=1, le=500, description="At most 500 per page")]
 Offset = Annotated[int, Query(ge=0)]
@@ -73,7 +91,7 @@ def _parse_if_match(if_match: str | None) -> int | None:
 
 @router.get("/practitioners", response_model=list[PractitionerRead])
 async def list_practitioners(
-    principal: PrincipalDep,
+    principal: PractitionerReader,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -87,32 +105,32 @@ async def list_practitioners(
 
 
 @router.post("/practitioners", response_model=PractitionerRead, status_code=status.HTTP_201_CREATED)
-async def create_practitioner(body: PractitionerCreate, principal: AdminDep, session: SessionDep) -> object:
+async def create_practitioner(body: PractitionerCreate, principal: PractitionerManager, session: SessionDep) -> object:
     return await service.create_practitioner(session, principal, body)
 
 
 @router.get("/practitioners/{practitioner_id}", response_model=PractitionerRead)
 async def read_practitioner(
-    practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, principal: PractitionerReader, session: SessionDep
 ) -> object:
     return await service.get_practitioner(session, principal, practitioner_id)
 
 
 @router.patch("/practitioners/{practitioner_id}", response_model=PractitionerRead)
 async def update_practitioner(
-    practitioner_id: uuid.UUID, body: PractitionerUpdate, principal: AdminDep, session: SessionDep
+    practitioner_id: uuid.UUID, body: PractitionerUpdate, principal: PractitionerManager, session: SessionDep
 ) -> object:
     return await service.update_practitioner(session, principal, practitioner_id, body)
 
 
 @router.delete("/practitioners/{practitioner_id}", response_model=PractitionerRemoved)
-async def remove_practitioner(practitioner_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> object:
+async def remove_practitioner(practitioner_id: uuid.UUID, principal: PractitionerManager, session: SessionDep) -> object:
     return await service.remove_practitioner(session, principal, practitioner_id)
 
 
 @router.get("/practitioners/{practitioner_id}/availability", response_model=WeeklyAvailabilityRead)
 async def read_availability(
-    practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, principal: AvailabilityReader, session: SessionDep
 ) -> object:
     rules = await service.get_weekly(session, principal, practitioner_id)
     return WeeklyAvailabilityRead(
@@ -123,7 +141,7 @@ async def read_availability(
 
 @router.put("/practitioners/{practitioner_id}/availability", response_model=WeeklyAvailabilityRead)
 async def replace_availability(
-    practitioner_id: uuid.UUID, body: WeeklyAvailability, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, body: WeeklyAvailability, principal: AvailabilityManager, session: SessionDep
 ) -> object:
     rules = await service.replace_weekly(session, principal, practitioner_id, body)
     return WeeklyAvailabilityRead(
@@ -135,7 +153,7 @@ async def replace_availability(
 @router.get("/practitioners/{practitioner_id}/overrides", response_model=list[OverrideRead])
 async def list_overrides(
     practitioner_id: uuid.UUID,
-    principal: PrincipalDep,
+    principal: AvailabilityReader,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -154,7 +172,7 @@ async def list_overrides(
     status_code=status.HTTP_201_CREATED,
 )
 async def add_override(
-    practitioner_id: uuid.UUID, body: OverrideCreate, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, body: OverrideCreate, principal: AvailabilityManager, session: SessionDep
 ) -> object:
     return await service.add_override(session, principal, practitioner_id, body)
 
@@ -163,7 +181,7 @@ async def add_override(
     "/practitioners/{practitioner_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT
 )
 async def delete_override(
-    practitioner_id: uuid.UUID, override_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, override_id: uuid.UUID, principal: AvailabilityManager, session: SessionDep
 ) -> None:
     await service.delete_override(session, principal, practitioner_id, override_id)
 
@@ -173,7 +191,7 @@ async def delete_override(
 
 @router.get("/slots", response_model=SlotSearchResult)
 async def search_slots(
-    principal: PrincipalDep,
+    principal: SlotSearcher,
     session: SessionDep,
     from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
     to: Annotated[date, Query(description="Last local date, inclusive; at most 92 days after from")],
@@ -216,7 +234,7 @@ async def search_slots(
 
 @router.get("/appointment-types", response_model=list[AppointmentTypeRead])
 async def list_appointment_types(
-    principal: PrincipalDep,
+    principal: TypeReader,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -231,19 +249,19 @@ async def list_appointment_types(
 
 @router.post("/appointment-types", response_model=AppointmentTypeRead, status_code=status.HTTP_201_CREATED)
 async def create_appointment_type(
-    body: AppointmentTypeCreate, principal: AdminDep, session: SessionDep
+    body: AppointmentTypeCreate, principal: TypeManager, session: SessionDep
 ) -> object:
     return await appointment_types.create_type(session, principal, body)
 
 
 @router.get("/appointment-types/{type_id}", response_model=AppointmentTypeRead)
-async def read_appointment_type(type_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+async def read_appointment_type(type_id: uuid.UUID, principal: TypeReader, session: SessionDep) -> object:
     return await appointment_types.get_type(session, principal, type_id)
 
 
 @router.patch("/appointment-types/{type_id}", response_model=AppointmentTypeRead)
 async def update_appointment_type(
-    type_id: uuid.UUID, body: AppointmentTypeUpdate, principal: AdminDep, session: SessionDep
+    type_id: uuid.UUID, body: AppointmentTypeUpdate, principal: TypeManager, session: SessionDep
 ) -> object:
     return await appointment_types.update_type(session, principal, type_id, body)
 
@@ -253,7 +271,7 @@ async def update_appointment_type(
 
 @router.get("/patients", response_model=list[PatientRead])
 async def list_patients(
-    principal: PrincipalDep,
+    principal: PatientLister,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -278,18 +296,18 @@ async def list_patients(
     status_code=status.HTTP_201_CREATED,
     dependencies=WRITES_AFTER_READS,
 )
-async def create_patient(body: PatientCreate, principal: PrincipalDep, session: SessionDep) -> object:
+async def create_patient(body: PatientCreate, principal: PatientRegistrar, session: SessionDep) -> object:
     return await service.create_patient(session, principal, body)
 
 
 @router.get("/patients/{patient_id}", response_model=PatientRead)
-async def read_patient(patient_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+async def read_patient(patient_id: uuid.UUID, principal: PatientReader, session: SessionDep) -> object:
     return await service.get_patient(session, principal, patient_id)
 
 
 @router.patch("/patients/{patient_id}", response_model=PatientRead, dependencies=WRITES_AFTER_READS)
 async def update_patient(
-    patient_id: uuid.UUID, body: PatientUpdate, principal: PrincipalDep, session: SessionDep
+    patient_id: uuid.UUID, body: PatientUpdate, principal: PatientEditor, session: SessionDep
 ) -> object:
     return await service.update_patient(session, principal, patient_id, body)
 
@@ -299,7 +317,7 @@ async def update_patient(
 
 @router.get("/appointments", response_model=AppointmentPage)
 async def list_appointments(
-    principal: PrincipalDep,
+    principal: AppointmentLister,
     session: SessionDep,
     practitioner_id: uuid.UUID | None = None,
     patient_id: uuid.UUID | None = None,
@@ -346,7 +364,7 @@ async def list_appointments(
 )
 async def create_appointment(
     body: AppointmentCreate,
-    principal: PrincipalDep,
+    principal: Booker,
     session: SessionDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
@@ -362,7 +380,7 @@ async def create_appointment(
 
 @router.get("/appointments/by-reference/{reference}", response_model=AppointmentRead)
 async def read_by_reference(
-    reference: str, principal: PrincipalDep, session: SessionDep, response: Response
+    reference: str, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
     appointment = await appointments.get_by_reference(session, principal, reference)
     response.headers["ETag"] = _etag(appointment.version)
@@ -371,7 +389,7 @@ async def read_by_reference(
 
 @router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
 async def read_appointment(
-    appointment_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, response: Response
+    appointment_id: uuid.UUID, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
     appointment = await appointments.get_appointment(session, principal, appointment_id)
     response.headers["ETag"] = _etag(appointment.version)
@@ -384,7 +402,7 @@ async def read_appointment(
 async def update_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentUpdate,
-    principal: PrincipalDep,
+    principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
@@ -402,7 +420,7 @@ async def update_appointment(
 async def cancel_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentCancel,
-    principal: PrincipalDep,
+    principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
