@@ -134,7 +134,9 @@ async def opendental(
     sandbox = await sandboxes("opendental", spec={"patients": 3, "appointments": 0})
     tenant = await tenant_factory(time_zone="America/Chicago")
     integration_id, pms, provider = await connect_opendental(client, tenant, sandbox)
-    clinic = await open_clinic(client, tenant, name=f"{provider['FName']} {provider['LName']}", start="00:00", end="23:59")
+    clinic = await open_clinic(
+        client, tenant, name=f"{provider['FName']} {provider['LName']}", start="00:00", end="23:59"
+    )
     try:
         yield Connected(clinic, sandbox, integration_id, pms)
     finally:

@@ -10,7 +10,9 @@ from tests.factories import booking, future_day
 from tests.sync.conftest import DUAL_WRITE, Connected, configure, eventually, refs_of
 
 
-async def _state(client: httpx.AsyncClient, od: Connected, path: str, wanted: str) -> list[dict[str, Any]] | None:
+async def _state(
+    client: httpx.AsyncClient, od: Connected, path: str, wanted: str
+) -> list[dict[str, Any]] | None:
     refs = await refs_of(client, od, path)
     return refs if refs and refs[0]["sync_state"] == wanted else None
 

@@ -177,9 +177,11 @@ async def create_config(
             f"integration_id: integration {row.id} already has sync config {existing}; change it with PUT",
             details={"config_id": str(existing)},
         )
-    values = DEFAULTS | {
-        key: value for key, value in data.model_dump(exclude_unset=True).items() if value is not None
-    }
+    given = data.model_dump(exclude_unset=True)
+    for field, value in given.items():
+        if value is None:
+            raise ValidationFailed(field, "may not be null")
+    values = DEFAULTS | given
     values.pop("integration_id", None)
     config = IntegrationSyncConfig(
         id=uuid.uuid4(), organization_id=principal.organization_id, integration_id=row.id, **values
