@@ -15,8 +15,6 @@ from clinicsync.booking.models import AppointmentStatus, BookingSource
 from clinicsync.booking.schemas import (
     AppointmentCancel,
     AppointmentCreate,
-    AppointmentPage,
-    AppointmentRead,
     AppointmentTypeCreate,
     AppointmentTypeRead,
     AppointmentTypeUpdate,
@@ -25,7 +23,6 @@ from clinicsync.booking.schemas import (
     OverrideCreate,
     OverrideRead,
     PatientCreate,
-    PatientRead,
     PatientUpdate,
     PractitionerCreate,
     PractitionerRead,
@@ -36,13 +33,15 @@ from clinicsync.booking.schemas import (
     WeeklyAvailabilityRead,
 )
 from clinicsync.deps import Requires, SessionDep, writes_after_reads
-from clinicsync.errors import ValidationFailed
+from clinicsync.errors import NotFound, ValidationFailed
+from clinicsync.sync import external_only, views
+from clinicsync.sync.schemas import AppointmentPageWithSync, AppointmentWithSync, PatientWithSync
+from clinicsync.sync.views import SyncManagerDep
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["booking"])
-# Routes whose services read first and call begin_writes before changing anything.
-WRITES_AFTER_READS = [Depends(writes_after_reads)]
+
 
 PractitionerReader = Annotated[Principal, Requires(Capability.PRACTITIONERS_READ)]
 PractitionerManager = Annotated[Principal, Requires(Capability.PRACTITIONERS_MANAGE)]
@@ -59,6 +58,10 @@ AppointmentLister = Annotated[Principal, Requires(Capability.APPOINTMENTS_LIST)]
 AppointmentReader = Annotated[Principal, Requires(Capability.APPOINTMENTS_READ)]
 Booker = Annotated[Principal, Requires(Capability.APPOINTMENTS_BOOK)]
 AppointmentEditor = Annotated[Principal, Requires(Capability.APPOINTMENTS_CHANGE)]
+
+
+# Routes whose services read first and call begin_writes before changing anything.
+WRITES_AFTER_READS = [Depends(writes_after_reads)]
 
 Limit = Annotated[int, Query(ge=1, le=500, description="At most 500 per page")]
 Offset = Annotated[int, Query(ge=0)]
@@ -105,7 +108,9 @@ async def list_practitioners(
 
 
 @router.post("/practitioners", response_model=PractitionerRead, status_code=status.HTTP_201_CREATED)
-async def create_practitioner(body: PractitionerCreate, principal: PractitionerManager, session: SessionDep) -> object:
+async def create_practitioner(
+    body: PractitionerCreate, principal: PractitionerManager, session: SessionDep
+) -> object:
     return await service.create_practitioner(session, principal, body)
 
 
@@ -124,7 +129,9 @@ async def update_practitioner(
 
 
 @router.delete("/practitioners/{practitioner_id}", response_model=PractitionerRemoved)
-async def remove_practitioner(practitioner_id: uuid.UUID, principal: PractitionerManager, session: SessionDep) -> object:
+async def remove_practitioner(
+    practitioner_id: uuid.UUID, principal: PractitionerManager, session: SessionDep
+) -> object:
     return await service.remove_practitioner(session, principal, practitioner_id)
 
 
@@ -205,9 +212,7 @@ async def search_slots(
     ] = None,
     override: Annotated[
         bool,
-        Query(
-            description="Owners and admins: also show times inside notice, past the horizon or off the grid"
-        ),
+        Query(description="Owners and admins: also show times inside notice, past the horizon or off grid"),
     ] = False,
     limit: Annotated[int, Query(ge=1, le=search.MAX_SLOT_PAGE)] = search.DEFAULT_SLOT_PAGE,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -269,7 +274,7 @@ async def update_appointment_type(
 # --- patients -------------------------------------------------------------------------------------
 
 
-@router.get("/patients", response_model=list[PatientRead])
+@router.get("/patients", response_model=list[PatientWithSync])
 async def list_patients(
     principal: PatientLister,
     session: SessionDep,
@@ -282,40 +287,49 @@ async def list_patients(
 ) -> object:
     if cursor is not None and offset:
         raise ValidationFailed("offset", "page with cursor or with offset, not both")
-    found, next_cursor = await service.list_patients(
+    patients, next_cursor = await service.list_patients(
         session, principal, search=search, limit=limit, offset=offset, cursor=cursor
     )
     if next_cursor is not None:
         _next_page(request, response, cursor=next_cursor)
-    return found
+    return await views.patients_with_refs(session, principal, patients)
 
 
 @router.post(
     "/patients",
-    response_model=PatientRead,
+    response_model=PatientWithSync,
     status_code=status.HTTP_201_CREATED,
     dependencies=WRITES_AFTER_READS,
 )
-async def create_patient(body: PatientCreate, principal: PatientRegistrar, session: SessionDep) -> object:
-    return await service.create_patient(session, principal, body)
-
-
-@router.get("/patients/{patient_id}", response_model=PatientRead)
-async def read_patient(patient_id: uuid.UUID, principal: PatientReader, session: SessionDep) -> object:
-    return await service.get_patient(session, principal, patient_id)
-
-
-@router.patch("/patients/{patient_id}", response_model=PatientRead, dependencies=WRITES_AFTER_READS)
-async def update_patient(
-    patient_id: uuid.UUID, body: PatientUpdate, principal: PatientEditor, session: SessionDep
+async def create_patient(
+    body: PatientCreate, principal: PatientRegistrar, session: SessionDep, sync: SyncManagerDep
 ) -> object:
-    return await service.update_patient(session, principal, patient_id, body)
+    patient = await sync.create_patient(session, principal, body)
+    return await views.patient_with_refs(session, principal, patient)
+
+
+@router.get("/patients/{patient_id}", response_model=PatientWithSync)
+async def read_patient(patient_id: uuid.UUID, principal: PatientReader, session: SessionDep) -> object:
+    patient = await service.get_patient(session, principal, patient_id)
+    return await views.patient_with_refs(session, principal, patient)
+
+
+@router.patch("/patients/{patient_id}", response_model=PatientWithSync, dependencies=WRITES_AFTER_READS)
+async def update_patient(
+    patient_id: uuid.UUID,
+    body: PatientUpdate,
+    principal: PatientEditor,
+    session: SessionDep,
+    sync: SyncManagerDep,
+) -> object:
+    patient = await sync.update_patient(session, principal, patient_id, body)
+    return await views.patient_with_refs(session, principal, patient)
 
 
 # --- appointments -----------------------------------------------------------------------------------
 
 
-@router.get("/appointments", response_model=AppointmentPage)
+@router.get("/appointments", response_model=AppointmentPageWithSync)
 async def list_appointments(
     principal: AppointmentLister,
     session: SessionDep,
@@ -327,10 +341,8 @@ async def list_appointments(
     to: datetime | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
-    ] = None,
-) -> AppointmentPage:
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")] = None,
+) -> AppointmentPageWithSync:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise ValidationFailed(name, "needs a UTC offset, e.g. 2027-03-10T00:00:00Z")
@@ -347,8 +359,8 @@ async def list_appointments(
         offset=offset,
         cursor=cursor,
     )
-    return AppointmentPage(
-        items=[AppointmentRead.model_validate(item) for item in items],
+    return AppointmentPageWithSync(
+        items=await views.appointments_with_refs(session, principal, items),
         total=total,
         limit=limit,
         offset=offset,
@@ -358,7 +370,7 @@ async def list_appointments(
 
 @router.post(
     "/appointments",
-    response_model=AppointmentRead,
+    response_model=AppointmentWithSync,
     status_code=status.HTTP_201_CREATED,
     dependencies=WRITES_AFTER_READS,
 )
@@ -366,38 +378,47 @@ async def create_appointment(
     body: AppointmentCreate,
     principal: Booker,
     session: SessionDep,
+    sync: SyncManagerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    result = await appointments.create_appointment(session, principal, body, idempotency_key=idempotency_key)
+    result = await sync.create_appointment(session, principal, body, idempotency_key=idempotency_key)
+    shown = await views.appointment_with_refs(session, principal, result.appointment)
     headers = {
         "ETag": _etag(result.appointment.version),
         "Location": f"/api/v1/appointments/{result.appointment.id}",
     }
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(result.appointment.model_dump(mode="json"), status_code=201, headers=headers)
+    return JSONResponse(shown.model_dump(mode="json"), status_code=201, headers=headers)
 
 
-@router.get("/appointments/by-reference/{reference}", response_model=AppointmentRead)
+@router.get("/appointments/by-reference/{reference}", response_model=AppointmentWithSync)
 async def read_by_reference(
     reference: str, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
     appointment = await appointments.get_by_reference(session, principal, reference)
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
-@router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
+@router.get("/appointments/{appointment_id}", response_model=AppointmentWithSync)
 async def read_appointment(
     appointment_id: uuid.UUID, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
-    appointment = await appointments.get_appointment(session, principal, appointment_id)
+    try:
+        appointment = await appointments.get_appointment(session, principal, appointment_id)
+    except NotFound:
+        # An external-only clinic's appointment lives in the PMS; we keep its reference.
+        held = await external_only.get_view(session, principal, appointment_id)
+        if held is None:
+            raise
+        appointment = held
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
 @router.patch(
-    "/appointments/{appointment_id}", response_model=AppointmentRead, dependencies=WRITES_AFTER_READS
+    "/appointments/{appointment_id}", response_model=AppointmentWithSync, dependencies=WRITES_AFTER_READS
 )
 async def update_appointment(
     appointment_id: uuid.UUID,
@@ -405,17 +426,20 @@ async def update_appointment(
     principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
+    sync: SyncManagerDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> object:
-    appointment = await appointments.update_appointment(
+    appointment = await sync.update_appointment(
         session, principal, appointment_id, body, if_match=_parse_if_match(if_match)
     )
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
 @router.post(
-    "/appointments/{appointment_id}/cancel", response_model=AppointmentRead, dependencies=WRITES_AFTER_READS
+    "/appointments/{appointment_id}/cancel",
+    response_model=AppointmentWithSync,
+    dependencies=WRITES_AFTER_READS,
 )
 async def cancel_appointment(
     appointment_id: uuid.UUID,
@@ -423,10 +447,11 @@ async def cancel_appointment(
     principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
+    sync: SyncManagerDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> object:
-    appointment = await appointments.cancel_appointment(
+    appointment = await sync.cancel_appointment(
         session, principal, appointment_id, body, if_match=_parse_if_match(if_match)
     )
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
