@@ -83,7 +83,9 @@ async def book(body: BookingBody) -> JSONResponse:
                 created_at=now.replace(tzinfo=None) if engine.dialect.name == "sqlite" else now,
             )
         )
-    return JSONResponse({"id": str(row_id), "start": start.isoformat(), "end": end.isoformat()}, status_code=201)
+    return JSONResponse(
+        {"id": str(row_id), "start": start.isoformat(), "end": end.isoformat()}, status_code=201
+    )
 
 
 @app.get("/health")

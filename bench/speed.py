@@ -62,31 +62,34 @@ def percentile(samples: list[float], fraction: float) -> float:
 @asynccontextmanager
 async def process(command: list[str], env: dict[str, str], port: int) -> AsyncIterator[str]:
     """Starts a server process and yields its URL once /health answers; stops it on exit."""
-    child = subprocess.Popen(
-        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-            while True:
-                if child.poll() is not None:
-                    raise RuntimeError(f"{command} exited: {child.stderr.read().decode() if child.stderr else ''}")
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{command} did not start")
-                await asyncio.sleep(0.1)
-        yield base
-    finally:
-        child.terminate()
+    with tempfile.TemporaryFile() as errors:
+        child = await asyncio.create_subprocess_exec(
+            *command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=errors
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
+            deadline = time.monotonic() + 90
+            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+                while True:
+                    if child.returncode is not None:
+                        errors.seek(0)
+                        raise RuntimeError(f"{command} exited: {errors.read().decode()[-2000:]}")
+                    try:
+                        if (await http.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{command} did not start")
+                    await asyncio.sleep(0.1)
+            yield base
+        finally:
+            if child.returncode is None:
+                child.terminate()
+                try:
+                    await asyncio.wait_for(child.wait(), timeout=15)
+                except TimeoutError:
+                    child.kill()
 
 
 def clinicsync_server(url: str, var: Path, *extra: str) -> tuple[list[str], dict[str, str], int]:
@@ -102,7 +105,16 @@ def clinicsync_server(url: str, var: Path, *extra: str) -> tuple[list[str], dict
 
 def bare_server(url: str) -> tuple[list[str], dict[str, str], int]:
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bare_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return command, {"BARE_DATABASE_URL": url}, port
 
 
@@ -144,14 +156,18 @@ async def owner_token(url: str) -> str:
                 session, OrganizationCreate(name=f"Bench {uuid.uuid4().hex[:6]}", time_zone=ZONE)
             )
             user = await tenancy_service.create_user(
-                session, organization.id, UserCreate(email=f"{uuid.uuid4().hex[:8]}@bench.example", role=Role.OWNER)
+                session,
+                organization.id,
+                UserCreate(email=f"{uuid.uuid4().hex[:8]}@bench.example", role=Role.OWNER),
             )
             return (await tenancy_service.issue_token(session, user)).token
     finally:
         await engine.dispose()
 
 
-async def open_clinic(base: str, url: str, practitioners: int, hours: tuple[str, str] = ("00:00", "23:45")) -> Clinic:
+async def open_clinic(
+    base: str, url: str, practitioners: int, hours: tuple[str, str] = ("00:00", "23:45")
+) -> Clinic:
     token = await owner_token(url)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
@@ -161,7 +177,9 @@ async def open_clinic(base: str, url: str, practitioners: int, hours: tuple[str,
         week = [{"day_of_week": d, "start_time": hours[0], "end_time": hours[1]} for d in range(7)]
         for index in range(practitioners):
             created = (await http.post("/api/v1/practitioners", json={"name": f"Dr. {index:03d}"})).json()
-            response = await http.put(f"/api/v1/practitioners/{created['id']}/availability", json={"intervals": week})
+            response = await http.put(
+                f"/api/v1/practitioners/{created['id']}/availability", json={"intervals": week}
+            )
             assert response.status_code == 200, response.text
             ids.append(created["id"])
         patient = await http.post("/api/v1/patients", json={"first_name": "Bench", "last_name": "Patient"})
@@ -177,7 +195,13 @@ class Load:
 
 
 async def drive(
-    base: str, path: str, make_body: Callable[[], dict[str, Any]], headers: dict[str, str], *, total: int, concurrency: int
+    base: str,
+    path: str,
+    make_body: Callable[[], dict[str, Any]],
+    headers: dict[str, str],
+    *,
+    total: int,
+    concurrency: int,
 ) -> Load:
     """``total`` POSTs from ``concurrency`` clients at once; every one must answer 201."""
     latencies: list[float] = []
@@ -218,12 +242,24 @@ async def throughput(backend: str, url: str, bare_url: str, tmp: Path, requests:
                 if label == "A":
                     async with process(bare_command, bare_env, bare_port) as bare_base:
                         runs.append(
-                            await drive(bare_base, "/bookings", clinic.booking, {}, total=requests, concurrency=concurrency)
+                            await drive(
+                                bare_base,
+                                "/bookings",
+                                clinic.booking,
+                                {},
+                                total=requests,
+                                concurrency=concurrency,
+                            )
                         )
                 else:
                     runs.append(
                         await drive(
-                            base, "/api/v1/appointments", clinic.booking, clinic.headers, total=requests, concurrency=concurrency
+                            base,
+                            "/api/v1/appointments",
+                            clinic.booking,
+                            clinic.headers,
+                            total=requests,
+                            concurrency=concurrency,
                         )
                     )
             floor = (runs[0].rate + runs[2].rate) / 2
@@ -238,7 +274,9 @@ async def seed_history(url: str, organization_token: str, practitioner_id: str, 
         async with session_scope(create_sessionmaker(engine)) as session:
             principal, _ = await tenancy_service.authenticate(session, organization_token)
             organization_id = principal.organization_id
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=HISTORY // 20 + 2)
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
+            days=HISTORY // 20 + 2
+        )
         rows = []
         for index in range(HISTORY):
             at = start + timedelta(minutes=30 * (index % 20) + 24 * 60 * (index // 20))
@@ -282,8 +320,15 @@ async def history(backend: str, url: str, tmp: Path) -> dict[str, float]:
         figures: dict[str, float] = {}
         async with httpx.AsyncClient(base_url=base, headers=clinic.headers, timeout=60) as http:
             for name, practitioner in (("empty", empty), ("history", busy)):
-                solo = Clinic(clinic.token, clinic.patient_id, [practitioner], first_day=clinic.first_day + timedelta(days=3))
-                booked = await drive(base, "/api/v1/appointments", solo.booking, clinic.headers, total=200, concurrency=1)
+                solo = Clinic(
+                    clinic.token,
+                    clinic.patient_id,
+                    [practitioner],
+                    first_day=clinic.first_day + timedelta(days=3),
+                )
+                booked = await drive(
+                    base, "/api/v1/appointments", solo.booking, clinic.headers, total=200, concurrency=1
+                )
                 figures[f"book p50 ms ({name})"] = booked.p50
                 searches = []
                 for _ in range(30):
@@ -370,10 +415,14 @@ async def workers(backend: str, make_url_: Callable[[], Any], tmp: Path, tries: 
     for attempt in range(tries):
         url, cleanup = await make_url_()
         try:
-            command, env, port = clinicsync_server(url, tmp / f"var-workers-{backend}-{attempt}", "--workers", "2")
+            command, env, port = clinicsync_server(
+                url, tmp / f"var-workers-{backend}-{attempt}", "--workers", "2"
+            )
             async with process(command, env, port) as base:
                 clinic = await open_clinic(base, url, 2)
-                await drive(base, "/api/v1/appointments", clinic.booking, clinic.headers, total=40, concurrency=8)
+                await drive(
+                    base, "/api/v1/appointments", clinic.booking, clinic.headers, total=40, concurrency=8
+                )
                 started_ok += 1
         finally:
             await cleanup()
@@ -444,6 +493,10 @@ async def run(arguments: argparse.Namespace) -> str:
     return report(arguments, results)
 
 
+def table_head(*columns: str) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
 def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str:
     command = f"python -m bench.speed --requests {arguments.requests}" + (
         " --postgres-url $CLINICSYNC_TEST_POSTGRES_URL" if arguments.postgres_url else ""
@@ -451,18 +504,28 @@ def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
     lines = [
         "## Booking speed, history, fairness, search and workers",
         "",
-        f"Command: `{command}` (one run; {platform.machine()}, {os.cpu_count()} cores shared with other work, "
-        f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC).",
+        f"Command: `{command}` (one run; {platform.machine()}, {os.cpu_count()} cores shared with "
+        f"other work, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC).",
         "",
         "### Bookings per second against the floor (A-B-A)",
         "",
-        "The floor is bench/bare_app.py: same uvicorn, FastAPI, pydantic, SQLAlchemy and driver, a POST that "
-        "validates a body and INSERTs one comparable row in one transaction. clinicsync is `clinicsync serve` "
-        "(one process, log level WARNING) booking free, non-conflicting 15-minute slots over 50 practitioners. "
-        f"{arguments.requests} requests per run; ratio = clinicsync / mean of the two floor runs. Target >= 0.5.",
+        "The floor is bench/bare_app.py: same uvicorn, FastAPI, pydantic, SQLAlchemy and driver, a "
+        "POST that validates a body and INSERTs one comparable row in one transaction. clinicsync is "
+        "`clinicsync serve` (one process, log level WARNING) booking free, non-conflicting 15-minute "
+        f"slots over 50 practitioners. {arguments.requests} requests per run; ratio = clinicsync / "
+        "mean of the two floor runs. Target >= 0.5.",
         "",
-        "| database | clients | floor A1 req/s | clinicsync req/s | floor A2 req/s | ratio | clinicsync p50 ms | p99 ms | p99 / p50 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table_head(
+            "database",
+            "clients",
+            "floor A1 req/s",
+            "clinicsync req/s",
+            "floor A2 req/s",
+            "ratio",
+            "clinicsync p50 ms",
+            "p99 ms",
+            "p99 / p50",
+        ),
     ]
     for backend, figures in results.items():
         for concurrency, run in figures["throughput"].items():
@@ -478,8 +541,15 @@ def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
         "",
         f"### Cost flat in history ({HISTORY:,} past appointments of one practitioner, left confirmed)",
         "",
-        "| database | book p50 ms, none | book p50 ms, history | ratio | 14-day search p50 ms, none | with history | ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *table_head(
+            "database",
+            "book p50 ms, none",
+            "book p50 ms, history",
+            "ratio",
+            "14-day search p50 ms, none",
+            "with history",
+            "ratio",
+        ),
     ]
     for backend, figures in results.items():
         h = figures["history"]
@@ -494,13 +564,23 @@ def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
         "",
         "### Slot search beside /health (4 clients paging 60-day searches over 50 practitioners, limit 2000)",
         "",
-        "| database | /health p50 ms | /health p99 ms | 4 searches s | slots per search | bytes per slot | largest page KB | 90-day search s | 90-day slots |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table_head(
+            "database",
+            "/health p50 ms",
+            "/health p99 ms",
+            "4 searches s",
+            "slots per search",
+            "bytes per slot",
+            "largest page KB",
+            "90-day search s",
+            "90-day slots",
+        ),
     ]
     for backend, figures in results.items():
         s = figures["search"]
         lines.append(
-            f"| {backend} | {s['health p50 ms']:.1f} | {s['health p99 ms']:.1f} | {s['4 x 60-day searches s']:.1f} | "
+            f"| {backend} | {s['health p50 ms']:.1f} | {s['health p99 ms']:.1f} | "
+            f"{s['4 x 60-day searches s']:.1f} | "
             f"{s['slots per 60-day search']:.0f} | {s['bytes per slot']:.0f} | {s['largest page KB']:.0f} | "
             f"{s['90-day search s']:.1f} | {s['slots per 90-day search']:.0f} |"
         )
@@ -515,12 +595,16 @@ def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
     ]
     for backend, figures in results.items():
         w = figures["workers"]
-        lines.append(f"| {backend} | {w['fresh starts with 2 workers that served bookings']:.0f} of {w['tries']:.0f} |")
+        lines.append(
+            f"| {backend} | {w['fresh starts with 2 workers that served bookings']:.0f} of {w['tries']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--postgres-url", default=os.environ.get("CLINICSYNC_TEST_POSTGRES_URL"))
     parser.add_argument("--output", default="bench/speed-results.md")
