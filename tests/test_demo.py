@@ -33,7 +33,7 @@ def test_demo_prints_a_working_url_and_token(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         output = ""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 150
         while "Admin token" not in output and time.monotonic() < deadline:
             output += process.stdout.readline()
         url = f"http://127.0.0.1:{port}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 import uvicorn
@@ -22,6 +25,9 @@ from clinicsync.sandbox.cli import app as sandbox_app
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role, User
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
+
+if TYPE_CHECKING:
+    from clinicsync.demo import DemoClinic
 
 app = typer.Typer(help="clinicsync: booking for clinics, kept in step with their PMS.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -64,33 +70,124 @@ def _fail(message: str) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Processes serving requests (default: $WEB_CONCURRENCY or 1)"),
+    ] = None,
 ) -> None:
-    """Run the HTTP API (migrates the database first)."""
+    """Run the HTTP API (migrates the database first, once, whatever the number of workers)."""
     settings = get_settings()
-    from clinicsync.app import create_app
+    count = workers or _web_concurrency()
+    bind_host, bind_port = host or settings.host, port or settings.port
+    if count == 1:
+        from clinicsync.app import create_app
 
+        uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level="warning")
+        return
+    if settings.migrate_on_start:
+        _migrate(settings.database_url)
+    # The workers are fresh processes that read their settings from the environment: the
+    # migrations above are done, so they skip theirs.
+    os.environ["CLINICSYNC_MIGRATE_ON_START"] = "false"
     uvicorn.run(
-        create_app(settings), host=host or settings.host, port=port or settings.port, log_level="warning"
+        "clinicsync.app:create_app",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=count,
+        log_level="warning",
     )
+
+
+def _web_concurrency() -> int:
+    raw = os.environ.get("WEB_CONCURRENCY", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise _fail(f"WEB_CONCURRENCY: {raw!r} is not a number of workers") from None
+    if not 1 <= count <= 64:
+        raise _fail("WEB_CONCURRENCY: give 1 to 64 workers")
+    return count
+
+
+def _migrate(database_url: str) -> None:
+    async def run() -> None:
+        engine = create_engine(database_url)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 @app.command()
 def demo(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: $CLINICSYNC_HOST)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: $CLINICSYNC_PORT or 8000)")
+    ] = None,
 ) -> None:
-    """Seed a demo clinic on the embedded database and start the server."""
+    """Seed a demo clinic on the embedded database, print what to paste, and serve it."""
     from clinicsync.app import create_app
     from clinicsync.demo import seed_demo
 
     settings = get_settings()
+    bind_host, bind_port = host or settings.host, port or settings.port
+    # Before anything is printed: a busy port would otherwise fail after the instructions.
+    _ensure_port_free(bind_host, bind_port)
     seeded = asyncio.run(seed_demo(settings.database_url))
-    base = f"http://{host}:{port}"
+    base = f"http://{bind_host}:{bind_port}"
+    environment = seeded.environment(base)
+    env_file = settings.var_dir / "demo.env"
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.write_text("".join(f"export {key}='{value}'\n" for key, value in environment.items()))
+    env_file.chmod(0o600)
+    _print_demo(seeded, base, env_file, environment)
+    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level="warning")
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise _fail(
+                f"port {port} on {host} is already in use (another clinicsync demo?). Pick another: "
+                f"make demo PORT={port + 11}  or  CLINICSYNC_PORT={port + 11} clinicsync demo"
+            ) from None
+
+
+def _print_demo(seeded: DemoClinic, base: str, env_file: Path, environment: dict[str, str]) -> None:
+    token = seeded.admin_token
+    auth = f'-H "Authorization: Bearer {token}"'
+    body = (
+        f'{{"patient_id": "{seeded.patient_id}", "practitioner_id": "{seeded.practitioner_id}", '
+        f'"start": "{seeded.slot_start}", "booking_source": "chatbot"}}'
+    )
     console.print(f"[bold green]clinicsync demo[/bold green] running at {base}  (API docs: {base}/docs)")
     console.print(f"Organization: {seeded.organization_name} ({seeded.time_zone})")
-    console.print(f"Admin token:  {seeded.admin_token}")
-    console.print(f'Try:  curl -H "Authorization: Bearer {seeded.admin_token}" {base}/api/v1/practitioners')
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    console.print(f"Admin token:  {token}")
+    console.print(f"Chatbot (service) token: {seeded.service_token}")
+    console.print(f"Logins (POST {base}/api/v1/auth/login), password demo-password-1 for all:")
+    for role, email in seeded.logins:
+        console.print(f"  {role:<13} {email}")
+    console.print(
+        f"Free slot: {seeded.slot_start} with {seeded.practitioner_name} ({seeded.practitioner_id}) "
+        f"for {seeded.patient_name} ({seeded.patient_id})"
+    )
+    console.print("\nPaste into another terminal:\n", highlight=False)
+    commands = [
+        f"curl {auth} {base}/api/v1/practitioners",
+        f'curl {auth} "{base}/api/v1/slots?from={seeded.slot_date}&to={seeded.slot_date}'
+        f'&practitioner_id={seeded.practitioner_id}&limit=5"',
+        f'curl {auth} -H "Content-Type: application/json" '
+        f'-H "Idempotency-Key: {environment["IDEMPOTENCY_KEY"]}" '
+        f"-d '{body}' {base}/api/v1/appointments",
+    ]
+    for line in commands:
+        console.print(line, highlight=False, markup=False, crop=False, overflow="ignore")
+    console.print(f"\nThe same values, for scripts: . {env_file}", highlight=False)
 
 
 @app.command()

@@ -67,6 +67,9 @@ ALLOWED_TRANSITIONS: dict[AppointmentStatus, frozenset[AppointmentStatus]] = {
 class BookingResult:
     appointment: AppointmentRead
     replayed: bool
+    # The row just written, for callers that go on writing in the same transaction (the
+    # SyncManager's outbox) without reading it back; None for a replay.
+    record: Appointment | None = None
 
 
 def new_booking_reference() -> str:
@@ -441,7 +444,7 @@ async def _book(
                 "Idempotency-Key: a request with this key is still in progress; retry shortly"
             ) from None
         raise
-    return BookingResult(result, replayed=False)
+    return BookingResult(result, replayed=False, record=appointment)
 
 
 def _placement(

@@ -32,7 +32,7 @@ from clinicsync.sandbox.runner import run_sandbox
 # A group whose callback is the command, so it mounts as ``clinicsync sandbox PROVIDER [OPTIONS]``;
 # interspersed args let options follow the provider name.
 app = typer.Typer(
-    help="Run simulated PMS APIs (OpenDental, Cliniko, ...) with fault injection.",
+    help=f"Run simulated PMS APIs with fault injection. Providers: {', '.join(provider_names())}.",
     context_settings={"allow_interspersed_args": True},
     subcommand_metavar="",
 )
@@ -132,7 +132,13 @@ async def serve(
 
 @app.callback(invoke_without_command=True)
 def sandbox(
-    provider: Annotated[str, typer.Argument(help="Provider name, or 'all' for every registered provider")],
+    provider: Annotated[
+        str,
+        typer.Argument(
+            help=f"One of: {', '.join(provider_names())}; or 'all' for every one",
+            metavar="PROVIDER",
+        ),
+    ],
     port: Annotated[
         int, typer.Option(help="Port (first of consecutive ports for 'all'); 0 picks free")
     ] = 8700,

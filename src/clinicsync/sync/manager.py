@@ -129,7 +129,9 @@ class SyncManager:
         )
         if result.replayed:
             return result
-        appointment = await appointments.get_appointment(session, principal, result.appointment.id)
+        appointment = result.record or await appointments.get_appointment(
+            session, principal, result.appointment.id
+        )
         for config in pushing:
             if config.sync_on_create:
                 await self._owe(
