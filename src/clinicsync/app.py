@@ -12,8 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from clinicsync import __version__
+from clinicsync.agents.api import router as agents_router
+from clinicsync.agents.mcp_server import build_server as build_mcp_server
 from clinicsync.booking.api import router as booking_router
 from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
@@ -96,6 +99,12 @@ def install_request_logging(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.json_logs)
+    mcp_server = build_mcp_server(
+        lambda: app.state.sessionmaker, auth_base_url=f"http://{settings.host}:{settings.port}"
+    )
+    mcp_app = mcp_server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await load_catalogue(app.state.sessionmaker)
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
             await engine.dispose()
 
@@ -134,4 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenancy_router)
     app.include_router(booking_router)
     app.include_router(integrations_router)
+    app.include_router(agents_router)
+    # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
+    app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
     return app
