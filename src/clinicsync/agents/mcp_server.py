@@ -134,8 +134,8 @@ def build_server(
         token_verifier=verifier,
         auth=(
             AuthSettings(
-                issuer_url=auth_base_url,  # type: ignore[arg-type]
-                resource_server_url=f"{auth_base_url}/mcp",  # type: ignore[arg-type]
+                issuer_url=auth_base_url,
+                resource_server_url=f"{auth_base_url}/mcp",
                 # Our tokens are our own, not issued for a resource by an OAuth server.
                 validate_token_resource=False,
             )
