@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         default="US", description="ISO country used to read phone numbers given without a + prefix"
     )
     idempotency_ttl_hours: int = 24
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
+    )
 
     @property
     def json_logs(self) -> bool:
