@@ -28,11 +28,17 @@ from clinicsync.agents.schemas import (
 from clinicsync.agents.tools import AgentContext
 from clinicsync.booking.models import BookingSource
 from clinicsync.config import Settings
-from clinicsync.deps import AdminDep, PrincipalDep, SessionDep
+from clinicsync.deps import PLATFORM, Requires, SessionDep
 from clinicsync.errors import NotFound, ValidationFailed
 from clinicsync.integrations.credentials import SecretCipher, cipher_for
+from clinicsync.tenancy.permissions import Capability
+from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+ToolCaller = Annotated[Principal, Requires(Capability.AGENT_TOOLS)]
+AgentManager = Annotated[Principal, Requires(Capability.AGENTS_MANAGE)]
+TrailReader = Annotated[Principal, Requires(Capability.APPOINTMENTS_LIST)]
 
 AGENT_SOURCES = (BookingSource.CHATBOT, BookingSource.AI_VOICE)
 
@@ -64,7 +70,7 @@ def one_line(text: str) -> str:
 
 
 @router.get("/tools", response_model=ToolCatalogue)
-async def list_tools(_principal: PrincipalDep) -> ToolCatalogue:
+async def list_tools(_principal: ToolCaller) -> ToolCatalogue:
     definitions = registry.function_definitions()
     return ToolCatalogue(
         openai=[{"type": "function", "function": definition} for definition in definitions],
@@ -80,7 +86,7 @@ async def list_tools(_principal: PrincipalDep) -> ToolCatalogue:
 async def call_tool(
     name: str,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ToolCaller,
     arguments: Annotated[dict[str, Any] | None, Body()] = None,
     x_booking_source: Annotated[str | None, Header()] = None,
     x_conversation_id: Annotated[str | None, Header(max_length=200)] = None,
@@ -119,7 +125,7 @@ def _vapi_calls(body: Any) -> tuple[list[tuple[str, str, Any]], str | None]:
     return calls, str(call_id) if call_id else None
 
 
-@router.post("/vapi/tool-calls")
+@router.post("/vapi/tool-calls", dependencies=[PLATFORM])
 async def vapi_tool_calls(
     request: Request,
     session: SessionDep,
@@ -155,7 +161,7 @@ async def vapi_tool_calls(
 # --- Retell ----------------------------------------------------------------------------------------
 
 
-@router.post("/retell/{tool}")
+@router.post("/retell/{tool}", dependencies=[PLATFORM])
 async def retell_function(
     tool: str,
     request: Request,
@@ -191,39 +197,39 @@ async def retell_function(
 
 
 @router.get("/settings", response_model=AgentSettingsRead)
-async def read_settings(session: SessionDep, principal: AdminDep) -> AgentSettingsRead:
+async def read_settings(session: SessionDep, principal: AgentManager) -> AgentSettingsRead:
     return await service.get_settings(session, principal)
 
 
 @router.patch("/settings", response_model=AgentSettingsRead)
 async def change_settings(
-    data: AgentSettingsUpdate, session: SessionDep, principal: AdminDep
+    data: AgentSettingsUpdate, session: SessionDep, principal: AgentManager
 ) -> AgentSettingsRead:
     return await service.update_settings(session, principal, data)
 
 
 @router.post("/channels", response_model=ChannelIssued, status_code=status.HTTP_201_CREATED)
 async def create_channel(
-    data: ChannelCreate, request: Request, session: SessionDep, principal: AdminDep
+    data: ChannelCreate, request: Request, session: SessionDep, principal: AgentManager
 ) -> ChannelIssued:
     return await service.create_channel(session, principal, data, _cipher(request))
 
 
 @router.get("/channels", response_model=list[ChannelRead])
-async def list_channels(session: SessionDep, principal: AdminDep) -> list[ChannelRead]:
+async def list_channels(session: SessionDep, principal: AgentManager) -> list[ChannelRead]:
     return [
         ChannelRead.model_validate(channel) for channel in await service.list_channels(session, principal)
     ]
 
 
 @router.delete("/channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_channel(channel_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Response:
+async def revoke_channel(channel_id: uuid.UUID, session: SessionDep, principal: AgentManager) -> Response:
     await service.revoke_channel(session, principal, channel_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/bookings", response_model=list[AgentBookingRead])
 async def list_agent_bookings(
-    session: SessionDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    session: SessionDep, principal: TrailReader, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[AgentBookingRead]:
     return await service.agent_bookings(session, principal, limit)

@@ -26,8 +26,10 @@ from clinicsync.agents.api import caller_source
 from clinicsync.agents.tools import AgentContext
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import ClinicSyncError
+from clinicsync.tenancy import permissions
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
+from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 INSTRUCTIONS = (
@@ -53,8 +55,8 @@ class ServiceTokenVerifier:
                 principal, _ = await tenancy_service.authenticate(session, token)
         except ClinicSyncError:
             return None
-        if principal.role == Role.PRACTITIONER:
-            return None  # practitioners don't book on a patient's behalf
+        if not permissions.allows(principal.role, Capability.AGENT_TOOLS):
+            return None
         return AccessToken(
             token=token,
             client_id=str(principal.user_id),

@@ -68,5 +68,7 @@ class AgentBooking(UUIDPrimaryKey, OrganizationOwned, Base):
     action: Mapped[str] = mapped_column(String(20))
     surface: Mapped[str] = mapped_column(String(20))
     booking_source: Mapped[str] = mapped_column(String(20))
+    # Who acted: a service user sees only its own entries, as it sees only what it booked.
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     call_id: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column()

@@ -63,6 +63,7 @@ async def record_booking(
             action=action,
             surface=ctx.surface,
             booking_source=ctx.booking_source.value,
+            user_id=ctx.principal.user_id,
             call_id=ctx.call_id,
             created_at=utcnow(),
         )
@@ -70,11 +71,11 @@ async def record_booking(
     await session.flush()
 
 
-async def bookings_of(session: AsyncSession, organization_id: uuid.UUID, limit: int) -> list[AgentBooking]:
-    rows = await session.scalars(
-        select(AgentBooking)
-        .where(AgentBooking.organization_id == organization_id)
-        .order_by(AgentBooking.created_at.desc())
-        .limit(limit)
-    )
+async def bookings_of(
+    session: AsyncSession, organization_id: uuid.UUID, limit: int, user_id: uuid.UUID | None = None
+) -> list[AgentBooking]:
+    query = select(AgentBooking).where(AgentBooking.organization_id == organization_id)
+    if user_id is not None:
+        query = query.where(AgentBooking.user_id == user_id)
+    rows = await session.scalars(query.order_by(AgentBooking.created_at.desc()).limit(limit))
     return list(rows)

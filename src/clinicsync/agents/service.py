@@ -30,9 +30,10 @@ from clinicsync.booking import service as booking
 from clinicsync.booking.models import BookingSource
 from clinicsync.errors import NotFound, Unauthorized, ValidationFailed
 from clinicsync.integrations.credentials import SecretCipher
-from clinicsync.tenancy import security
+from clinicsync.tenancy import permissions, security
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
+from clinicsync.tenancy.permissions import Capability, Scope
 from clinicsync.tenancy.principal import Principal
 from clinicsync.tenancy.schemas import UserCreate
 
@@ -206,7 +207,9 @@ async def agent_bookings(
     session: AsyncSession, principal: Principal, limit: int = 100
 ) -> list[AgentBookingRead]:
     items: list[AgentBookingRead] = []
-    for entry in await policy.bookings_of(session, principal.organization_id, limit):
+    own = permissions.scope_of(principal, Capability.APPOINTMENTS_LIST) == Scope.OWN
+    actor = principal.user_id if own and principal.role == Role.SERVICE else None
+    for entry in await policy.bookings_of(session, principal.organization_id, limit, actor):
         try:
             appointment = await appointments.get_appointment(session, principal, entry.appointment_id)
         except NotFound:

@@ -104,6 +104,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(20), nullable=False),
         sa.Column("surface", sa.String(20), nullable=False),
         sa.Column("booking_source", sa.String(20), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("call_id", sa.String(200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -111,6 +112,9 @@ def upgrade() -> None:
             ["appointments.id"],
             name="fk_agent_bookings_appointment_id_appointments",
             ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name="fk_agent_bookings_user_id_users", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_agent_bookings"),
     )
