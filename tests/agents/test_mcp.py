@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clinicsync.agents.mcp_server import build_server
 from clinicsync.agents.tools import AgentContext
 from clinicsync.booking.models import BookingSource
+from clinicsync.integrations.executor import IntegrationExecutor
+from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.manager import SyncManager
 from tests.agents.conftest import AgentClinic, make_agent_clinic
 from tests.conftest import RunningServer
 
@@ -76,9 +79,14 @@ async def walk_through_a_booking(session: Client, clinic: AgentClinic) -> dict[s
 
 
 async def test_an_in_memory_session_books_moves_and_cancels(
-    agent_clinic: AgentClinic, sessionmaker: async_sessionmaker[AsyncSession], client: httpx.AsyncClient
+    agent_clinic: AgentClinic,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    client: httpx.AsyncClient,
+    server: RunningServer,
 ) -> None:
-    agent = AgentContext(agent_clinic.principal(), BookingSource.CHATBOT, "mcp", "conv-memory")
+    settings = server.settings
+    manager = SyncManager(SyncContext(sessionmaker, IntegrationExecutor(sessionmaker, settings), settings))
+    agent = AgentContext(agent_clinic.principal(), BookingSource.CHATBOT, "mcp", manager, "conv-memory")
     server = build_server(lambda: sessionmaker, context_of=lambda _ctx: agent)
     async with Client(server) as session:
         done = await walk_through_a_booking(session, agent_clinic)

@@ -31,6 +31,7 @@ from clinicsync.config import Settings
 from clinicsync.deps import PLATFORM, Requires, SessionDep
 from clinicsync.errors import NotFound, ValidationFailed
 from clinicsync.integrations.credentials import SecretCipher, cipher_for
+from clinicsync.sync.views import SyncManagerDep
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
@@ -87,6 +88,7 @@ async def call_tool(
     name: str,
     session: SessionDep,
     principal: ToolCaller,
+    sync: SyncManagerDep,
     arguments: Annotated[dict[str, Any] | None, Body()] = None,
     x_booking_source: Annotated[str | None, Header()] = None,
     x_conversation_id: Annotated[str | None, Header(max_length=200)] = None,
@@ -94,7 +96,7 @@ async def call_tool(
 ) -> ToolAnswer:
     if name not in registry.TOOLS:
         raise NotFound(f"no tool called {name}")
-    ctx = AgentContext(principal, caller_source(x_booking_source), "functions", x_conversation_id)
+    ctx = AgentContext(principal, caller_source(x_booking_source), "functions", sync, x_conversation_id)
     retry_of = idempotency_key or x_conversation_id
     key = registry.replay_key(retry_of, name, arguments or {}) if retry_of and idempotency_key else None
     return await registry.run(session, ctx, name, arguments, key=key)
@@ -129,6 +131,7 @@ def _vapi_calls(body: Any) -> tuple[list[tuple[str, str, Any]], str | None]:
 async def vapi_tool_calls(
     request: Request,
     session: SessionDep,
+    sync: SyncManagerDep,
     x_vapi_secret: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
@@ -146,7 +149,7 @@ async def vapi_tool_calls(
     await session.commit()  # each call below is its own unit of work
     results: list[dict[str, str]] = []
     for tool_call_id, name, arguments in calls:
-        ctx = AgentContext(ctx_base[0], ctx_base[1], "vapi", call_id)
+        ctx = AgentContext(ctx_base[0], ctx_base[1], "vapi", sync, call_id)
         if not isinstance(arguments, dict):
             results.append({"toolCallId": tool_call_id, "error": "The arguments were not readable."})
             continue
@@ -166,6 +169,7 @@ async def retell_function(
     tool: str,
     request: Request,
     session: SessionDep,
+    sync: SyncManagerDep,
     channel: Annotated[str | None, Query(description="The agent channel id")] = None,
     x_retell_signature: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
@@ -187,7 +191,9 @@ async def retell_function(
     if not isinstance(arguments, dict):
         raise ValidationFailed("args", "must be an object")
     name = tool if tool in registry.TOOLS else str(body.get("name", tool))
-    ctx = AgentContext(service.channel_principal(found), service.channel_source(found), "retell", call_id)
+    ctx = AgentContext(
+        service.channel_principal(found), service.channel_source(found), "retell", sync, call_id
+    )
     key = registry.replay_key(str(call_id), name, arguments) if call_id else None
     answer = await registry.run(session, ctx, name, arguments, key=key)
     return JSONResponse({"result": one_line(answer.text), "ok": answer.ok, **answer.data})

@@ -1,8 +1,8 @@
-"""The one place agent tools write appointments: every create, move and cancel goes through here.
+"""The one place agent tools write: every booking, move, cancel and registration goes through here.
 
-Agents book through the same rules as every other caller (the booking service). When the
-sync layer's write path is in place, these three calls are where it plugs in, so a clinic's
-PMS sees agent bookings exactly as it sees the front desk's.
+Agents book through the same rules and the same SyncManager as every other caller, so a
+clinic's PMS sees an agent's booking exactly as it sees the front desk's: pushed through the
+outbox on dual-write, written into the PMS first on external-only.
 """
 
 from __future__ import annotations
@@ -11,31 +11,42 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinicsync.booking import appointments
-from clinicsync.booking.models import Appointment
+from clinicsync.booking.models import Appointment, Patient
 from clinicsync.booking.schemas import (
     AppointmentCancel,
     AppointmentCreate,
     AppointmentRead,
     AppointmentUpdate,
+    PatientCreate,
 )
+from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.principal import Principal
 
 
-async def create(session: AsyncSession, principal: Principal, data: AppointmentCreate) -> AppointmentRead:
-    result = await appointments.create_appointment(session, principal, data)
+async def create(
+    sync: SyncManager, session: AsyncSession, principal: Principal, data: AppointmentCreate
+) -> AppointmentRead:
+    result = await sync.create_appointment(session, principal, data)
     return result.appointment
 
 
 async def move(
-    session: AsyncSession, principal: Principal, appointment_id: uuid.UUID, data: AppointmentUpdate
+    sync: SyncManager,
+    session: AsyncSession,
+    principal: Principal,
+    appointment_id: uuid.UUID,
+    data: AppointmentUpdate,
 ) -> Appointment:
-    return await appointments.update_appointment(session, principal, appointment_id, data)
+    return await sync.update_appointment(session, principal, appointment_id, data)
 
 
 async def cancel(
-    session: AsyncSession, principal: Principal, appointment_id: uuid.UUID, reason: str
+    sync: SyncManager, session: AsyncSession, principal: Principal, appointment_id: uuid.UUID, reason: str
 ) -> Appointment:
-    return await appointments.cancel_appointment(
-        session, principal, appointment_id, AppointmentCancel(reason=reason)
-    )
+    return await sync.cancel_appointment(session, principal, appointment_id, AppointmentCancel(reason=reason))
+
+
+async def register(
+    sync: SyncManager, session: AsyncSession, principal: Principal, data: PatientCreate
+) -> Patient:
+    return await sync.create_patient(session, principal, data)

@@ -26,6 +26,7 @@ from clinicsync.agents.api import caller_source
 from clinicsync.agents.tools import AgentContext
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import ClinicSyncError
+from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy import permissions
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
@@ -69,7 +70,7 @@ class ServiceTokenVerifier:
         )
 
 
-def context_from_token(ctx: Context) -> AgentContext:
+def context_from_token(ctx: Context, sync: SyncManager) -> AgentContext:
     """The caller of an HTTP request, from the token the transport verified."""
     token = get_access_token()
     if token is None or not token.claims:
@@ -85,7 +86,7 @@ def context_from_token(ctx: Context) -> AgentContext:
     except ClinicSyncError as error:
         raise ValueError(error.message) from None
     conversation = headers.get("x-conversation-id") or None
-    return AgentContext(principal, source, "mcp", conversation[:200] if conversation else None)
+    return AgentContext(principal, source, "mcp", sync, conversation[:200] if conversation else None)
 
 
 def _handler(
@@ -125,10 +126,19 @@ def _handler(
 def build_server(
     sessionmaker: SessionmakerSource,
     *,
-    context_of: ContextSource = context_from_token,
+    sync_of: Callable[[], SyncManager] | None = None,
+    context_of: ContextSource | None = None,
     auth_base_url: str | None = None,
 ) -> MCPServer:
     """The MCP server. With ``auth_base_url`` it requires our bearer tokens over HTTP."""
+    if context_of is None:
+        if sync_of is None:
+            raise ValueError("give sync_of (the app's SyncManager) or context_of")
+        source = sync_of
+
+        def context_of(ctx: Context) -> AgentContext:
+            return context_from_token(ctx, source())
+
     verifier = ServiceTokenVerifier(sessionmaker) if auth_base_url else None
     server: MCPServer = MCPServer(
         "clinicsync",

@@ -36,6 +36,7 @@ from clinicsync.booking.models import ACTIVE_STATUSES, Appointment, BookingSourc
 from clinicsync.booking.schemas import AppointmentCreate, AppointmentUpdate, PatientCreate, SlotRead
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, Conflict, NotFound, ValidationFailed
+from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.principal import Principal
 
 HANDFUL = 5
@@ -63,6 +64,7 @@ class AgentContext:
     principal: Principal
     booking_source: BookingSource
     surface: str  # mcp, vapi, retell, functions
+    sync: SyncManager
     call_id: str | None = None
 
 
@@ -388,7 +390,7 @@ async def register_patient(session: AsyncSession, ctx: AgentContext, args: Regis
         )
     except ValueError:
         raise ToolProblem("That email address doesn't look right; could you spell it again?") from None
-    patient = await booking.create_patient(session, ctx.principal, data)
+    patient = await gateway.register(ctx.sync, session, ctx.principal, data)
     return ToolAnswer(
         ok=True,
         text=f"Registered {patient.first_name} {patient.last_name} (patient_id {patient.id}).",
@@ -490,7 +492,7 @@ async def book(session: AsyncSession, ctx: AgentContext, args: BookArgs) -> Tool
     )
     practitioner_name = who.name
     try:
-        created = await gateway.create(session, ctx.principal, request)
+        created = await gateway.create(ctx.sync, session, ctx.principal, request)
     except (Conflict, ValidationFailed) as error:
         if isinstance(error, ValidationFailed) and error.field not in ("start", "end"):
             raise
@@ -581,6 +583,7 @@ async def reschedule(session: AsyncSession, ctx: AgentContext, args: RescheduleA
     staying_with = who or await booking.get_practitioner(session, ctx.principal, appointment.practitioner_id)
     try:
         moved = await gateway.move(
+            ctx.sync,
             session,
             ctx.principal,
             appointment_id,
@@ -612,7 +615,7 @@ async def cancel(session: AsyncSession, ctx: AgentContext, args: CancelArgs) -> 
     reason = (
         args.reason.strip() or f"cancelled by the patient through the {ctx.booking_source.value} assistant"
     )
-    cancelled = await gateway.cancel(session, ctx.principal, appointment.id, reason)
+    cancelled = await gateway.cancel(ctx.sync, session, ctx.principal, appointment.id, reason)
     await policy.record_booking(session, ctx, cancelled.id, "cancelled")
     facts = _describe(cancelled, clinic)
     return ToolAnswer(

@@ -1,7 +1,7 @@
 """Agents: booking policy, voice-platform channels, replayable tool calls, agent booking trail.
 
 Revision ID: 0009_agents
-Revises: 0003_integrations
+Revises: 0006_sync
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_agents"
-down_revision = "0003_integrations"
+down_revision = "0006_sync"
 branch_labels = None
 depends_on = None
 
