@@ -62,9 +62,10 @@ class AgentBooking(UUIDPrimaryKey, OrganizationOwned, Base):
 
     __tablename__ = "agent_bookings"
 
-    appointment_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("appointments.id", ondelete="CASCADE"), index=True
-    )
+    # No foreign key: an external-only clinic's appointment lives in the PMS, under an id of ours
+    # that only its external reference carries.
+    appointment_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    booking_reference: Mapped[str] = mapped_column(String(16), index=True)
     action: Mapped[str] = mapped_column(String(20))
     surface: Mapped[str] = mapped_column(String(20))
     booking_source: Mapped[str] = mapped_column(String(20))

@@ -54,12 +54,13 @@ async def load(session: AsyncSession, organization_id: uuid.UUID) -> AgentPolicy
 
 
 async def record_booking(
-    session: AsyncSession, ctx: AgentContext, appointment_id: uuid.UUID, action: str
+    session: AsyncSession, ctx: AgentContext, appointment_id: uuid.UUID, reference: str, action: str
 ) -> None:
     session.add(
         AgentBooking(
             organization_id=ctx.principal.organization_id,
             appointment_id=appointment_id,
+            booking_reference=reference,
             action=action,
             surface=ctx.surface,
             booking_source=ctx.booking_source.value,
@@ -79,3 +80,15 @@ async def bookings_of(
         query = query.where(AgentBooking.user_id == user_id)
     rows = await session.scalars(query.order_by(AgentBooking.created_at.desc()).limit(limit))
     return list(rows)
+
+
+async def booked_by_agent(
+    session: AsyncSession, organization_id: uuid.UUID, reference: str
+) -> uuid.UUID | None:
+    """The record id an agent booking's reference names (external-only clinics keep no local row)."""
+    found: uuid.UUID | None = await session.scalar(
+        select(AgentBooking.appointment_id)
+        .where(AgentBooking.organization_id == organization_id, AgentBooking.booking_reference == reference)
+        .limit(1)
+    )
+    return found

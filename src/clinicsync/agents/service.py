@@ -30,6 +30,7 @@ from clinicsync.booking import service as booking
 from clinicsync.booking.models import BookingSource
 from clinicsync.errors import NotFound, Unauthorized, ValidationFailed
 from clinicsync.integrations.credentials import SecretCipher
+from clinicsync.sync import external_only
 from clinicsync.tenancy import permissions, security
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
@@ -213,7 +214,10 @@ async def agent_bookings(
         try:
             appointment = await appointments.get_appointment(session, principal, entry.appointment_id)
         except NotFound:
-            continue  # a practitioner's view shows their own diary only
+            held = await external_only.get_view(session, principal, entry.appointment_id)
+            if held is None or principal.role == Role.PRACTITIONER:
+                continue  # gone, or not in a practitioner's own diary
+            appointment = held
         items.append(
             AgentBookingRead(
                 appointment_id=appointment.id,

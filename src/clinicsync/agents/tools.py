@@ -36,6 +36,7 @@ from clinicsync.booking.models import ACTIVE_STATUSES, Appointment, BookingSourc
 from clinicsync.booking.schemas import AppointmentCreate, AppointmentUpdate, PatientCreate, SlotRead
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, Conflict, NotFound, ValidationFailed
+from clinicsync.sync import external_only
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.principal import Principal
 
@@ -497,7 +498,7 @@ async def book(session: AsyncSession, ctx: AgentContext, args: BookArgs) -> Tool
         if isinstance(error, ValidationFailed) and error.field not in ("start", "end"):
             raise
         raise await _unavailable(session, ctx, clinic, who, wanted, minutes) from None
-    await policy.record_booking(session, ctx, created.id, "booked")
+    await policy.record_booking(session, ctx, created.id, created.booking_reference, "booked")
     when = spoken.spoken_when(created.start.astimezone(clinic.zone), clinic.today)
     return ToolAnswer(
         ok=True,
@@ -531,16 +532,25 @@ async def _proven(session: AsyncSession, ctx: AgentContext, clinic: Clinic, args
     born = _birth_date(args.date_of_birth)
     if phone is None and born is None:
         raise ToolProblem("To find the booking I also need the patient's phone number or date of birth.")
-    try:
-        appointment = await appointments.get_by_reference(
-            session, ctx.principal, args.booking_reference.strip()
-        )
-    except NotFound:
-        raise ToolProblem(NO_SUCH_BOOKING) from None
+    appointment = await _by_reference(session, ctx, args.booking_reference.strip().upper())
+    if appointment is None:
+        raise ToolProblem(NO_SUCH_BOOKING)
     patient = await booking.get_patient(session, ctx.principal, appointment.patient_id)
     if (phone is not None and patient.phone == phone) or (born is not None and patient.date_of_birth == born):
         return appointment
     raise ToolProblem(NO_SUCH_BOOKING)
+
+
+async def _by_reference(session: AsyncSession, ctx: AgentContext, reference: str) -> Appointment | None:
+    try:
+        return await appointments.get_by_reference(session, ctx.principal, reference)
+    except NotFound:
+        pass
+    # An external-only clinic's booking lives in the PMS; an agent's own booking is found by its trail.
+    record_id = await policy.booked_by_agent(session, ctx.principal.organization_id, reference)
+    if record_id is None:
+        return None
+    return await external_only.get_view(session, ctx.principal, record_id)
 
 
 def _describe(appointment: Appointment, clinic: Clinic) -> dict[str, Any]:
@@ -593,7 +603,7 @@ async def reschedule(session: AsyncSession, ctx: AgentContext, args: RescheduleA
         if isinstance(error, ValidationFailed) and error.field not in ("start", "end"):
             raise
         raise await _unavailable(session, ctx, clinic, staying_with, wanted, minutes) from None
-    await policy.record_booking(session, ctx, moved.id, "rescheduled")
+    await policy.record_booking(session, ctx, moved.id, moved.booking_reference, "rescheduled")
     facts = _describe(moved, clinic)
     return ToolAnswer(
         ok=True,
@@ -616,7 +626,7 @@ async def cancel(session: AsyncSession, ctx: AgentContext, args: CancelArgs) -> 
         args.reason.strip() or f"cancelled by the patient through the {ctx.booking_source.value} assistant"
     )
     cancelled = await gateway.cancel(ctx.sync, session, ctx.principal, appointment.id, reason)
-    await policy.record_booking(session, ctx, cancelled.id, "cancelled")
+    await policy.record_booking(session, ctx, cancelled.id, cancelled.booking_reference, "cancelled")
     facts = _describe(cancelled, clinic)
     return ToolAnswer(
         ok=True, text=f"Cancelled booking {facts['booking_reference']} for {facts['spoken']}.", data=facts

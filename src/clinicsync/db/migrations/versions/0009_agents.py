@@ -101,6 +101,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         *_organization("agent_bookings"),
         sa.Column("appointment_id", sa.Uuid(), nullable=False),
+        sa.Column("booking_reference", sa.String(16), nullable=False),
         sa.Column("action", sa.String(20), nullable=False),
         sa.Column("surface", sa.String(20), nullable=False),
         sa.Column("booking_source", sa.String(20), nullable=False),
@@ -108,18 +109,13 @@ def upgrade() -> None:
         sa.Column("call_id", sa.String(200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["appointment_id"],
-            ["appointments.id"],
-            name="fk_agent_bookings_appointment_id_appointments",
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name="fk_agent_bookings_user_id_users", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_agent_bookings"),
     )
     op.create_index("ix_agent_bookings_organization_id", "agent_bookings", ["organization_id"])
     op.create_index("ix_agent_bookings_appointment_id", "agent_bookings", ["appointment_id"])
+    op.create_index("ix_agent_bookings_booking_reference", "agent_bookings", ["booking_reference"])
 
 
 def downgrade() -> None:
