@@ -11,8 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from clinicsync import __version__
+from clinicsync.agents.api import router as agents_router
+from clinicsync.agents.mcp_server import build_server as build_mcp_server
 from clinicsync.booking.api import router as booking_router
 from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
@@ -22,8 +25,14 @@ from clinicsync.edge.limits import InputLimits
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
+from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.integrations.service import load_catalogue
+from clinicsync.jobs import runtime as job_runtime
 from clinicsync.logging import configure_logging, get_logger
+from clinicsync.sync.api import metrics_router
+from clinicsync.sync.api import router as sync_router
+from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
 
 log = get_logger(__name__)
@@ -79,6 +88,14 @@ def install_edge(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.json_logs)
+    mcp_server = build_mcp_server(
+        lambda: app.state.sessionmaker,
+        sync_of=lambda: app.state.sync_manager,
+        auth_base_url=f"http://{settings.host}:{settings.port}",
+    )
+    mcp_app = mcp_server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,10 +105,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await load_catalogue(app.state.sessionmaker)
+        # Sync: the SyncManager for every booking write, and the job runner that delivers its pushes.
+        sync_context = SyncContext(
+            app.state.sessionmaker, IntegrationExecutor(app.state.sessionmaker, settings), settings
+        )
+        runner = await job_runtime.start_for_server(sync_context, engine)
+        app.state.sync_runner = runner
+        app.state.sync_manager = SyncManager(sync_context, runner)
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -117,4 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenancy_router)
     app.include_router(booking_router)
     app.include_router(integrations_router)
+    app.include_router(sync_router)
+    app.include_router(metrics_router)
+    app.include_router(agents_router)
+    # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
+    app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
     return app
