@@ -30,10 +30,11 @@ from clinicsync.agents.schemas import (
     RescheduleArgs,
     ToolAnswer,
 )
-from clinicsync.booking import appointments
+from clinicsync.booking import appointments, search
 from clinicsync.booking import service as booking
 from clinicsync.booking.models import ACTIVE_STATUSES, Appointment, BookingSource, Patient, Practitioner
-from clinicsync.booking.schemas import AppointmentCreate, AppointmentUpdate, PatientCreate, SlotRead
+from clinicsync.booking.schemas import AppointmentCreate, AppointmentUpdate, PatientCreate
+from clinicsync.booking.slots import Slot as SlotRead
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, Conflict, NotFound, ValidationFailed
 from clinicsync.sync import external_only
@@ -58,6 +59,10 @@ class ToolProblem(Exception):
         super().__init__(message)
         self.message = message
         self.data = data
+
+
+# Tools read whole searches in process (the API pages them); the page bound is only a guard.
+IN_PROCESS_SLOT_LIMIT = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +134,12 @@ async def list_practitioners(
         people = [p for p in people if words & set(_words(f"{p.title} {p.specialty}"))]
     if not people:
         return ToolAnswer(ok=True, text="No practitioner here matches that.", data={"practitioners": []})
-    result = await booking.search_slots(
+    result = await search.search_slots(
         session,
         ctx.principal,
         first_day=clinic.today,
         last_day=clinic.today + timedelta(days=LOOK_AHEAD_DAYS - 1),
+        limit=IN_PROCESS_SLOT_LIMIT,
     )
     first_free: dict[uuid.UUID, SlotRead] = {}
     for slot in result.slots:
@@ -212,13 +218,14 @@ async def _free(
     last: date,
     minutes: int | None,
 ) -> list[SlotRead]:
-    result = await booking.search_slots(
+    result = await search.search_slots(
         session,
         ctx.principal,
         first_day=first,
         last_day=last,
         practitioner_id=who.id if who else None,
         duration_minutes=minutes,
+        limit=IN_PROCESS_SLOT_LIMIT,
     )
     return [slot for slot in result.slots if clinic.rules.offers(slot.practitioner_id)]
 
@@ -311,7 +318,7 @@ def _patient_facts(patient: Patient) -> dict[str, Any]:
 
 
 async def _by_phone(session: AsyncSession, ctx: AgentContext, phone: str) -> list[Patient]:
-    found = await booking.list_patients(session, ctx.principal, search=phone, limit=20, offset=0)
+    found, _ = await booking.list_patients(session, ctx.principal, search=phone, limit=20, offset=0)
     return [p for p in found if p.phone == phone]
 
 
@@ -319,7 +326,7 @@ async def _by_name(session: AsyncSession, ctx: AgentContext, name: str) -> list[
     words = _words(name)
     if not words:
         return []
-    found = await booking.list_patients(session, ctx.principal, search=words[-1], limit=50, offset=0)
+    found, _ = await booking.list_patients(session, ctx.principal, search=words[-1], limit=50, offset=0)
     return [p for p in found if set(words) <= set(_words(f"{p.first_name} {p.last_name}"))]
 
 
