@@ -330,6 +330,12 @@ class AppointmentRead(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    @field_validator("buffer_before_minutes", "buffer_after_minutes", mode="before")
+    @classmethod
+    def _no_buffer(cls, value: int | None) -> int:
+        # An appointment not yet flushed (a PMS record shown in our shape) has no defaults yet.
+        return 0 if value is None else value
+
 
 class AppointmentPage(BaseModel):
     items: list[AppointmentRead]

@@ -181,7 +181,10 @@ async def authenticate(session: AsyncSession, raw_token: str) -> tuple[Principal
     now = utcnow()
     if row is None:
         raise Unauthorized("invalid token")
-    token, user, _organization = row
+    token, user, organization = row
+    # The identity map holds objects weakly; pinning the organization to the session keeps it
+    # there for the request, so get_organization (session.get) finds it without a query.
+    session.info.setdefault("pinned", []).append(organization)
     if token.revoked_at is not None or not user.is_active:
         raise Unauthorized("token revoked")
     if token.expires_at is not None and token.expires_at <= now:
