@@ -38,6 +38,7 @@ from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
 ZONE = ZoneInfo("America/New_York")
+SPEED_SECTION = "## Booking speed, history, fairness, search and workers"
 
 
 @dataclass
@@ -219,5 +220,8 @@ if __name__ == "__main__":
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     report = asyncio.run(main(args))
-    Path(args.output).write_text(report)
+    # bench.speed keeps its own section at the end of the same file; carry it over.
+    previous = Path(args.output).read_text() if Path(args.output).exists() else ""
+    kept = previous[previous.index(SPEED_SECTION) :] if SPEED_SECTION in previous else ""
+    Path(args.output).write_text(report + ("\n" + kept if kept else ""))
     sys.stdout.write(report)

@@ -493,6 +493,16 @@ async def run(arguments: argparse.Namespace) -> str:
     return report(arguments, results)
 
 
+SECTION = "## Booking speed, history, fairness, search and workers"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replaces this benchmark's section of ``path`` (from its heading to the end), or appends it."""
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    kept = existing.split(SECTION)[0].rstrip("\n")
+    path.write_text(kept + "\n\n" + text)
+
+
 def table_head(*columns: str) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
 
@@ -502,7 +512,7 @@ def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
         " --postgres-url $CLINICSYNC_TEST_POSTGRES_URL" if arguments.postgres_url else ""
     )
     lines = [
-        "## Booking speed, history, fairness, search and workers",
+        SECTION,
         "",
         f"Command: `{command}` (one run; {platform.machine()}, {os.cpu_count()} cores shared with "
         f"other work, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC).",
@@ -607,8 +617,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--postgres-url", default=os.environ.get("CLINICSYNC_TEST_POSTGRES_URL"))
-    parser.add_argument("--output", default="bench/speed-results.md")
+    parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     text = asyncio.run(run(args))
-    Path(args.output).write_text(text)
+    write_section(Path(args.output), text)
     sys.stdout.write(text)
