@@ -153,7 +153,8 @@ async def test_outage_then_restart_of_both_delivers_every_booking_once_and_confi
     async with (
         run_sandbox("opendental", state_file=state_file, port=port) as sandbox,
         serving(create_app(settings)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=60) as client,pms_client(sandbox) as pms
+        httpx.AsyncClient(base_url=base_url, timeout=60) as client,
+        pms_client(sandbox) as pms,
     ):
         await eventually(lambda: _all_confirmed(client, clinic, count), timeout=120, interval=0.5)
         in_pms = references_in(await pms_appointments(pms))
