@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
 }
 # What a config needs the provider to do, by the toggles it turns on.
 NEEDED_FOR_PUSH = {
-    "sync_on_create": (SyncOperation.APPOINTMENT_CREATE, SyncOperation.PATIENT_CREATE),
+    # Patients are pushed where the provider keeps them (a calendar does not).
+    "sync_on_create": (SyncOperation.APPOINTMENT_CREATE,),
     "sync_on_update": (SyncOperation.APPOINTMENT_UPDATE,),
     "sync_on_delete": (SyncOperation.APPOINTMENT_CANCEL,),
 }

@@ -229,7 +229,7 @@ class SyncManager:
     ) -> Patient:
         pushing = await self._pushing(session, principal)
         sole = next((config for config in pushing if config.external_only), None)
-        pushed: tuple[str, dict[str, Any]] | None = None
+        pushed: tuple[str, dict[str, Any]] | None = None  # (external id, what was sent)
         if sole is not None:
             # The PMS first: a refusal there leaves nothing here.
             pushed = await external_only.push_patient(

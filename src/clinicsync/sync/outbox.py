@@ -219,7 +219,10 @@ async def succeed(
         ref.last_error = None
         ref.mismatch = None
         ref.read_back_attempts = 0
-        ref.sync_state = SyncState.PENDING if still_owed else SyncState.ACCEPTED
+        if ref.external_id is None:
+            ref.sync_state = SyncState.LOCAL_ONLY  # the provider keeps no such record
+        else:
+            ref.sync_state = SyncState.PENDING if still_owed else SyncState.ACCEPTED
         config = await _config(session, claim.integration_id)
         if config is not None:
             config.last_sync_at, config.last_sync_status, config.last_sync_error = now, "ok", None
