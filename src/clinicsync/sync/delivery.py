@@ -476,7 +476,8 @@ async def read_back(ctx: SyncContext, ref_id: uuid.UUID) -> str:
             ref = await session.get(ExternalReference, ref_id)
             if ref is not None:
                 ref.read_back_attempts += 1
-        log.warning("read_back_failed", ref_id=str(ref_id), error_type=type(exc).__name__)
+        code = getattr(exc, "code", None)
+        log.warning("read_back_failed", ref_id=str(ref_id), error_type=type(exc).__name__, code=code)
         return "retry"
     async with session_scope(ctx.sessionmaker) as session:
         ref = await session.get(ExternalReference, ref_id)
