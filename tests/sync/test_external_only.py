@@ -83,3 +83,42 @@ async def test_pms_refusal_is_a_502_with_the_pms_message(
     error = refused.json()["error"]
     assert error["code"] == "pms_refused" and error["details"]["provider_message"]
     assert (await client.get("/api/v1/appointments", headers=od.headers)).json()["total"] == 0
+
+
+async def test_slot_search_asks_the_pms_what_is_taken(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY)
+    day = future_day()
+    ours = await client.post(
+        "/api/v1/appointments", json=booking(od.clinic, od.clinic.local(day, 10)), headers=od.headers
+    )
+    assert ours.status_code == 201, ours.text
+    # The front desk books 12:00 straight into OpenDental; clinicsync has no row for it.
+    in_pms = (await od.pms.get(f"/appointments/{ours.json()['external_refs'][0]['external_id']}")).json()
+    front_desk = await od.pms.post(
+        "/appointments",
+        json={
+            "PatNum": in_pms["PatNum"],
+            "Op": in_pms["Op"],
+            "ProvNum": in_pms["ProvNum"],
+            "AptDateTime": f"{day.isoformat()} 12:00:00",
+            "Pattern": "XXXXXX",
+        },
+    )
+    assert front_desk.status_code == 201, front_desk.text
+    slots = await client.get(
+        "/api/v1/slots",
+        headers=od.headers,
+        params={
+            "from": day.isoformat(),
+            "to": day.isoformat(),
+            "duration_minutes": 30,
+            "interval_minutes": 30,
+        },
+    )
+    assert slots.status_code == 200, slots.text
+    starts = {slot["local_start"][11:16] for slot in slots.json()["slots"]}
+    assert "09:30" in starts and "11:00" in starts
+    assert "10:00" not in starts and "12:00" not in starts

@@ -384,3 +384,46 @@ async def cancel_appointment(
         {"reason": data.reason or "cancelled"},
         {"cancellation_reason": data.reason or "cancelled"},
     )
+
+
+async def busy_times(
+    ctx: SyncContext,
+    session: AsyncSession,
+    config: IntegrationSyncConfig,
+    starts_from: datetime,
+    starts_to: datetime,
+) -> dict[uuid.UUID, list[tuple[datetime, datetime]]]:
+    """The PMS's live appointments in a window, by our practitioner id: its diary is the truth here."""
+    from sqlalchemy import select
+
+    provider = await provider_name(session, config)
+    records = await _call(
+        ctx,
+        config,
+        SyncOperation.APPOINTMENT_LIST_CHANGED,
+        {"starts_from": starts_from, "starts_to": starts_to},
+        provider,
+    )
+    links = {
+        ref.external_id: ref.record_id
+        for ref in await session.scalars(
+            select(ExternalReference).where(
+                ExternalReference.integration_id == config.integration_id,
+                ExternalReference.record_type == RecordType.PRACTITIONER,
+            )
+        )
+    }
+    busy: dict[uuid.UUID, list[tuple[datetime, datetime]]] = {}
+    for record in records:
+        if record.get("status") not in ("pending", "confirmed") or record.get("starts_at") is None:
+            continue
+        local = links.get(str(record.get("practitioner_id")))
+        if local is None:
+            try:  # a calendar carries our own practitioner id
+                local = uuid.UUID(str(record.get("practitioner_id")))
+            except ValueError:
+                continue
+        starts = record["starts_at"]
+        ends = record.get("ends_at") or starts
+        busy.setdefault(local, []).append((starts, ends))
+    return busy
