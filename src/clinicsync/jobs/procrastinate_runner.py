@@ -60,6 +60,7 @@ class ProcrastinateRunner:
         @self.app.periodic(cron=f"* * * * * */{every}", periodic_id="outbox")
         @self.app.task(name=tasks.SWEEP, queue=QUEUE, queueing_lock="sweep")
         async def sweep(timestamp: int) -> int:
+            await runner.release_stalled()
             return await tasks.sweep(runner.ctx, runner)
 
     async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:
@@ -72,6 +73,15 @@ class ProcrastinateRunner:
         # A fresh write (or a person's retry) must not wait behind a retry scheduled for later, so
         # no queueing lock here; a second job for one item finds it claimed or done and stops.
         await self.app.configure_task(tasks.DELIVER).defer_async(item_id=item_id)
+
+    async def release_stalled(self) -> None:
+        """Jobs of a worker that died stay `doing` in Procrastinate; hand them to the living.
+
+        Their outbox items are safe either way (the lease runs out and the sweep re-owns them); this
+        only keeps the job table honest and lets the job run again."""
+        for job in await self.app.job_manager.get_stalled_jobs(queue=QUEUE):
+            with contextlib.suppress(Exception):
+                await self.app.job_manager.retry_job(job)
 
     def wake(self, item_ids: list[str]) -> None:
         for item_id in item_ids:
