@@ -33,12 +33,17 @@ def conninfo(database_url: str) -> str:
 
 
 class ProcrastinateRunner:
-    def __init__(self, ctx: SyncContext, *, concurrency: int, sweep_interval: float) -> None:
+    def __init__(
+        self, ctx: SyncContext, *, concurrency: int, sweep_interval: float, works: bool = True
+    ) -> None:
         self.ctx = ctx
         self.concurrency = concurrency
+        # A process that only defers (an API server without an embedded worker) needs few connections.
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
-                conninfo=conninfo(ctx.settings.database_url), min_size=1, max_size=max(4, concurrency + 2)
+                conninfo=conninfo(ctx.settings.database_url),
+                min_size=1,
+                max_size=concurrency + 2 if works else 2,
             )
         )
         self._worker: asyncio.Task[None] | None = None
