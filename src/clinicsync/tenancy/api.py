@@ -61,7 +61,7 @@ async def list_users(principal: UserManager, session: SessionDep) -> object:
 
 @router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
 async def create_user(body: UserCreate, principal: UserManager, session: SessionDep) -> object:
-    return await service.create_user(session, principal.organization_id, body)
+    return await service.add_user(session, principal, body)
 
 
 @router.get("/users/{user_id}", response_model=UserRead)
@@ -71,7 +71,7 @@ async def read_user(user_id: uuid.UUID, principal: UserManager, session: Session
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def deactivate_user(user_id: uuid.UUID, principal: UserManager, session: SessionDep) -> None:
-    await service.deactivate_user(session, await service.get_user(session, principal, user_id))
+    await service.remove_user(session, principal, user_id)
 
 
 @router.get("/tokens", response_model=list[TokenRead])

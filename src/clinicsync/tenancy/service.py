@@ -9,10 +9,12 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinicsync.config import get_settings
 from clinicsync.db.base import utcnow
 from clinicsync.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed, partial_update
-from clinicsync.tenancy import security
+from clinicsync.tenancy import permissions, security
 from clinicsync.tenancy.models import ApiToken, Organization, Role, User
+from clinicsync.tenancy.permissions import Capability, Scope
 from clinicsync.tenancy.principal import Principal
 from clinicsync.tenancy.schemas import (
     OrganizationCreate,
@@ -82,6 +84,17 @@ async def create_user(session: AsyncSession, organization_id: uuid.UUID, data: U
     return user
 
 
+def _may_act_on(principal: Principal, role: Role, action: str) -> None:
+    if not permissions.outranks_or_equals(principal.role, role):
+        raise Forbidden(f"your role ({principal.role.value}) cannot {action} {role.value} users")
+
+
+async def add_user(session: AsyncSession, principal: Principal, data: UserCreate) -> User:
+    """A user created through the API: never of a role above the creator's (only owners add owners)."""
+    _may_act_on(principal, data.role, "create")
+    return await create_user(session, principal.organization_id, data)
+
+
 async def list_users(session: AsyncSession, principal: Principal) -> list[User]:
     result = await session.scalars(
         select(User).where(User.organization_id == principal.organization_id).order_by(User.email)
@@ -96,6 +109,14 @@ async def get_user(session: AsyncSession, principal: Principal, user_id: uuid.UU
     if user is None:
         raise NotFound(f"user {user_id} not found")
     return user
+
+
+async def remove_user(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
+    user = await get_user(session, principal, user_id)
+    if user.id == principal.user_id:
+        raise ValidationFailed("user_id", "you cannot deactivate your own login; ask another owner or admin")
+    _may_act_on(principal, user.role, "deactivate")
+    await deactivate_user(session, user)
 
 
 async def deactivate_user(session: AsyncSession, user: User) -> None:
@@ -113,8 +134,28 @@ async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
+def token_lifetime(role: Role, expires_in_days: int | None, *, login: bool = False) -> timedelta:
+    """Every token expires: a login's after hours, others after days that depend on who holds them."""
+    settings = get_settings()
+    if login:
+        return timedelta(hours=settings.login_token_hours)
+    if role == Role.SERVICE:
+        default, longest = settings.service_token_days, settings.max_service_token_days
+    else:
+        default, longest = settings.token_days, settings.max_token_days
+    days = expires_in_days or default
+    if days > longest:
+        raise ValidationFailed("expires_in_days", f"a {role.value} token lives at most {longest} days")
+    return timedelta(days=days)
+
+
 async def issue_token(
-    session: AsyncSession, user: User, *, name: str = "", expires_in_days: int | None = None
+    session: AsyncSession,
+    user: User,
+    *,
+    name: str = "",
+    expires_in_days: int | None = None,
+    login: bool = False,
 ) -> TokenIssued:
     raw = security.new_token()
     now = utcnow()
@@ -125,7 +166,7 @@ async def issue_token(
         token_hash=security.hash_token(raw),
         prefix=raw[:10],
         created_at=now,
-        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+        expires_at=now + token_lifetime(user.role, expires_in_days, login=login),
     )
     session.add(token)
     await session.flush()
@@ -141,27 +182,48 @@ async def issue_token(
 
 
 async def create_token(session: AsyncSession, principal: Principal, data: TokenCreate) -> TokenIssued:
+    """Anyone but a service account issues tokens for themselves; owners and admins also for users
+    up to their own role, which is the only way a service account gets one."""
+    scope = permissions.scope_of(principal, Capability.TOKENS_ISSUE)
     target_id = data.user_id or principal.user_id
-    if target_id != principal.user_id and not principal.is_admin:
+    if target_id != principal.user_id and scope != Scope.ALL:
         raise Forbidden("only an owner or admin may issue tokens for another user")
     user = await get_user(session, principal, target_id)
     if not user.is_active:
         raise ValidationFailed("user_id", "user is deactivated")
+    if user.id != principal.user_id:
+        _may_act_on(principal, user.role, "issue tokens for")
     return await issue_token(session, user, name=data.name, expires_in_days=data.expires_in_days)
 
 
 async def list_tokens(session: AsyncSession, principal: Principal) -> list[ApiToken]:
-    query = select(ApiToken).where(ApiToken.organization_id == principal.organization_id)
-    if not principal.is_admin:
+    query = (
+        select(ApiToken)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.organization_id == principal.organization_id)
+    )
+    if permissions.scope_of(principal, Capability.TOKENS_OWN) == Scope.OWN:
         query = query.where(ApiToken.user_id == principal.user_id)
+    else:
+        visible = [role for role in Role if permissions.outranks_or_equals(principal.role, role)]
+        query = query.where((ApiToken.user_id == principal.user_id) | User.role.in_(visible))
     return list(await session.scalars(query.order_by(ApiToken.created_at)))
 
 
 async def revoke_token(session: AsyncSession, principal: Principal, token_id: uuid.UUID) -> None:
-    token = await session.scalar(
-        select(ApiToken).where(ApiToken.id == token_id, ApiToken.organization_id == principal.organization_id)
-    )
-    if token is None or (token.user_id != principal.user_id and not principal.is_admin):
+    row = (
+        await session.execute(
+            select(ApiToken, User.role)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.id == token_id, ApiToken.organization_id == principal.organization_id)
+        )
+    ).first()
+    scope = permissions.scope_of(principal, Capability.TOKENS_OWN)
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    token, holder_role = row
+    own = token.user_id == principal.user_id
+    if not own and (scope != Scope.ALL or not permissions.outranks_or_equals(principal.role, holder_role)):
         raise NotFound(f"token {token_id} not found")
     token.revoked_at = token.revoked_at or utcnow()
 
@@ -208,18 +270,7 @@ async def login(session: AsyncSession, email: str, password: str, organization: 
     stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
     if not security.verify_password(stored, password) or user is None or user.password_hash is None:
         raise Unauthorized("email or password is wrong")
-    return await issue_token(session, user, name="login", expires_in_days=30)
+    return await issue_token(session, user, name="login", login=True)
 
 
 _DUMMY_HASH = security.hash_password("not-a-real-password-just-timing")
-
-
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden("this action needs the owner or admin role")
-
-
-def require_role(principal: Principal, *roles: Role) -> None:
-    if principal.role not in roles:
-        allowed = ", ".join(role.value for role in roles)
-        raise Forbidden(f"this action needs one of the roles: {allowed}")
