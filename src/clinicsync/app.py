@@ -22,8 +22,14 @@ from clinicsync.edge.limits import InputLimits
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
+from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.integrations.service import load_catalogue
+from clinicsync.jobs import runtime as job_runtime
 from clinicsync.logging import configure_logging, get_logger
+from clinicsync.sync.api import metrics_router
+from clinicsync.sync.api import router as sync_router
+from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
 
 log = get_logger(__name__)
@@ -88,10 +94,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await load_catalogue(app.state.sessionmaker)
+        # Sync: the SyncManager for every booking write, and the job runner that delivers its pushes.
+        sync_context = SyncContext(
+            app.state.sessionmaker, IntegrationExecutor(app.state.sessionmaker, settings), settings
+        )
+        runner = await job_runtime.start_for_server(sync_context, engine)
+        app.state.sync_runner = runner
+        app.state.sync_manager = SyncManager(sync_context, runner)
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -117,4 +132,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenancy_router)
     app.include_router(booking_router)
     app.include_router(integrations_router)
+    app.include_router(sync_router)
+    app.include_router(metrics_router)
     return app

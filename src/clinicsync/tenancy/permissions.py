@@ -51,6 +51,8 @@ class Capability(enum.StrEnum):
     INTEGRATIONS_MANAGE = "integrations.manage"
     CREDENTIALS_MANAGE = "credentials.manage"
     PMS_RUN = "pms.run"
+    SYNC_READ = "sync.read"
+    SYNC_MANAGE = "sync.manage"
 
 
 class Scope(enum.StrEnum):
@@ -89,6 +91,8 @@ DESCRIPTIONS: Mapping[Capability, str] = MappingProxyType(
         Capability.INTEGRATIONS_MANAGE: "configure integrations, their functions and parameter maps",
         Capability.CREDENTIALS_MANAGE: "store, change, test and delete PMS credentials",
         Capability.PMS_RUN: "run a PMS function and read an integration's status",
+        Capability.SYNC_READ: "read sync settings, sync status and the outbox of owed pushes",
+        Capability.SYNC_MANAGE: "change sync settings, link records by hand, retry or discard owed pushes",
     }
 )
 
@@ -120,6 +124,8 @@ GRANTS: Mapping[Capability, Mapping[Role, Scope]] = MappingProxyType(
         Capability.INTEGRATIONS_MANAGE: {OW: ALL, A: ALL},
         Capability.CREDENTIALS_MANAGE: {OW: ALL, A: ALL},
         Capability.PMS_RUN: {OW: ALL, A: ALL},
+        Capability.SYNC_READ: {OW: ALL, A: ALL},
+        Capability.SYNC_MANAGE: {OW: ALL, A: ALL},
     }
 )
 
