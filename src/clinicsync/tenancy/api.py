@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Request, status
 
-from clinicsync.deps import PUBLIC, Requires, SessionDep
+from clinicsync.deps import PUBLIC, Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.tenancy import service
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
@@ -32,9 +32,20 @@ TokenHolder = Annotated[Principal, Requires(Capability.TOKENS_OWN)]
 TokenIssuer = Annotated[Principal, Requires(Capability.TOKENS_ISSUE)]
 
 
-@router.post("/auth/login", response_model=TokenIssued, dependencies=[PUBLIC])
-async def login(body: LoginRequest, session: SessionDep) -> TokenIssued:
-    return await service.login(session, body.email, body.password, body.organization)
+@router.post(
+    "/auth/login", response_model=TokenIssued, dependencies=[PUBLIC, Depends(writes_in_own_transactions)]
+)
+async def login(body: LoginRequest, session: SessionDep, request: Request) -> TokenIssued:
+    """Trades an email and password for a token. Repeated failures answer 429 with Retry-After."""
+    return await service.login(
+        session,
+        body.email,
+        body.password,
+        body.organization,
+        throttle=request.app.state.login_throttle,
+        address=request.client.host if request.client else "unknown",
+        sessionmaker=get_sessionmaker(request),
+    )
 
 
 @router.get("/me", response_model=UserRead)

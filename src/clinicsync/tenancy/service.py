@@ -7,11 +7,20 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.config import get_settings
 from clinicsync.db.base import utcnow
-from clinicsync.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed, partial_update
+from clinicsync.db.engine import session_scope
+from clinicsync.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+    partial_update,
+)
 from clinicsync.tenancy import permissions, security
 from clinicsync.tenancy.models import ApiToken, Organization, Role, User
 from clinicsync.tenancy.permissions import Capability, Scope
@@ -23,6 +32,7 @@ from clinicsync.tenancy.schemas import (
     TokenIssued,
     UserCreate,
 )
+from clinicsync.tenancy.throttle import LoginThrottle
 
 # Refresh last_used_at at most this often, so reads don't turn into writes on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -77,7 +87,7 @@ async def create_user(session: AsyncSession, organization_id: uuid.UUID, data: U
         email=email,
         full_name=data.full_name,
         role=data.role,
-        password_hash=security.hash_password(data.password) if data.password else None,
+        password_hash=await security.hash_password_off_loop(data.password) if data.password else None,
     )
     session.add(user)
     await session.flush()
@@ -256,21 +266,44 @@ async def touch_token(session: AsyncSession, token_id: uuid.UUID) -> None:
     await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
 
 
-async def login(session: AsyncSession, email: str, password: str, organization: str | None) -> TokenIssued:
-    query = select(User).where(User.email == email.lower(), User.is_active.is_(True))
+async def login(
+    session: AsyncSession,
+    email: str,
+    password: str,
+    organization: str | None,
+    *,
+    throttle: LoginThrottle,
+    address: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> TokenIssued:
+    """Checks the password and issues a token without holding a database connection or the
+    SQLite write lock while argon2 runs: a burst of logins queues for the hasher, not for the pool."""
+    account = f"{(organization or '').lower()}/{email.lower()}"
+    wait = throttle.retry_after(account, address)
+    if wait is not None:
+        raise TooManyRequests(f"too many failed logins; try again in {wait} seconds", retry_after=wait)
+    query = select(User.id, User.password_hash).where(User.email == email.lower(), User.is_active.is_(True))
     if organization is not None:
         query = query.join(Organization, Organization.id == User.organization_id).where(
             Organization.slug == organization
         )
-    users = list(await session.scalars(query))
+    users = list((await session.execute(query)).all())
+    # The read is done: give the connection back before hashing.
+    await session.rollback()
     if len(users) > 1:
         raise ValidationFailed("organization", "this email belongs to several organizations; give its slug")
-    user = users[0] if users else None
+    user_id, password_hash = users[0] if users else (None, None)
     # Verify even when the user is missing-or-passwordless so timing doesn't reveal which emails exist.
-    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
-    if not security.verify_password(stored, password) or user is None or user.password_hash is None:
+    verified = await security.verify_password_off_loop(password_hash or _DUMMY_HASH, password)
+    if not verified or user_id is None or password_hash is None:
+        throttle.failed(account, address)
         raise Unauthorized("email or password is wrong")
-    return await issue_token(session, user, name="login", login=True)
+    throttle.succeeded(account)
+    async with session_scope(sessionmaker) as write:
+        holder = await write.get(User, user_id)
+        if holder is None or not holder.is_active or holder.password_hash != password_hash:
+            raise Unauthorized("email or password is wrong")
+        return await issue_token(write, holder, name="login", login=True)
 
 
 _DUMMY_HASH = security.hash_password("not-a-real-password-just-timing")
