@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from clinicsync.tenancy.throttle import LoginThrottle
 from tests.factories import TenantFactory
@@ -61,6 +62,7 @@ async def test_a_successful_login_clears_the_accounts_failures(
         assert right.status_code == 200
 
 
+@pytest.mark.slow
 async def test_sixteen_concurrent_logins_all_answer_and_health_answers_meanwhile(
     client: httpx.AsyncClient, tenant_factory: TenantFactory
 ) -> None:
@@ -69,7 +71,12 @@ async def test_sixteen_concurrent_logins_all_answer_and_health_answers_meanwhile
     await _staff_login(client, tenant_factory)
     logins = [
         asyncio.create_task(
-            client.post("/api/v1/auth/login", json={"email": "desk@example.com", "password": PASSWORD})
+            client.post(
+                "/api/v1/auth/login",
+                json={"email": "desk@example.com", "password": PASSWORD},
+                # They queue for the hasher: on a loaded machine the last one waits a while.
+                timeout=300,
+            )
         )
         for _ in range(16)
     ]
