@@ -135,6 +135,21 @@ async def get_by_reference(session: AsyncSession, principal: Principal, referenc
     return appointment
 
 
+async def by_reference_for_proof(session: AsyncSession, principal: Principal, reference: str) -> Appointment:
+    """Any appointment of the organization by reference, for a caller that checks the patient's
+    proof before using it (``find_by_proof`` does; so does the agents' tool layer)."""
+    permissions.check(principal, Capability.APPOINTMENTS_FIND)
+    appointment: Appointment | None = await session.scalar(
+        select(Appointment).where(
+            Appointment.organization_id == principal.organization_id,
+            Appointment.booking_reference == reference.strip().upper(),
+        )
+    )
+    if appointment is None:
+        raise NotFound(f"no appointment with booking reference {reference}")
+    return appointment
+
+
 async def find_by_proof(session: AsyncSession, principal: Principal, proof: PatientProof) -> Appointment:
     """The appointment a patient proves is theirs: its reference plus their phone or date of birth."""
     permissions.check(principal, Capability.APPOINTMENTS_FIND)

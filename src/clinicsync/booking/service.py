@@ -426,10 +426,7 @@ def patients_visible(query: Select[Any], principal: Principal, capability: Capab
     return query.where(or_(Patient.registered_by_user_id == principal.user_id, Patient.id.in_(booked)))
 
 
-async def list_patients(
-    session: AsyncSession, principal: Principal, *, search: str | None, limit: int, offset: int
-) -> list[Patient]:
-    query = patients_visible(select(Patient), principal, Capability.PATIENTS_LIST)
+def _matching(query: Select[Any], search: str | None) -> Select[Any]:
     if search:
         pattern = f"%{search.lower()}%"
         query = query.where(
@@ -438,8 +435,25 @@ async def list_patients(
             | func.lower(Patient.email).like(pattern)
             | Patient.phone.like(pattern)
         )
-    query = query.order_by(Patient.last_name, Patient.first_name, Patient.id).limit(limit).offset(offset)
-    return list(await session.scalars(query))
+    return query.order_by(Patient.last_name, Patient.first_name, Patient.id)
+
+
+async def list_patients(
+    session: AsyncSession, principal: Principal, *, search: str | None, limit: int, offset: int
+) -> list[Patient]:
+    query = _matching(patients_visible(select(Patient), principal, Capability.PATIENTS_LIST), search)
+    return list(await session.scalars(query.limit(limit).offset(offset)))
+
+
+async def identification_candidates(
+    session: AsyncSession, principal: Principal, *, search: str, limit: int
+) -> list[Patient]:
+    """Patients of the whole organization matching ``search``, for a caller that identifies a
+    patient and must still check the proof (date of birth, phone) before showing or using one.
+    The agents' tool layer does; nothing may return these to a service account unchecked."""
+    permissions.check(principal, Capability.PATIENTS_FIND)
+    query = _matching(select(Patient).where(Patient.organization_id == principal.organization_id), search)
+    return list(await session.scalars(query.limit(limit)))
 
 
 async def find_patients(session: AsyncSession, principal: Principal, data: PatientLookup) -> list[Patient]:

@@ -2,7 +2,7 @@
 them), the host a credential's secret was entered for, and an expiry on every token.
 
 Revision ID: 0004_security
-Revises: 0006_sync
+Revises: 0009_agents
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_security"
-down_revision = "0006_sync"
+down_revision = "0009_agents"
 branch_labels = None
 depends_on = None
 
