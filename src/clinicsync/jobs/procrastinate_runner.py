@@ -111,14 +111,16 @@ class ProcrastinateRunner:
             concurrency=self.concurrency,
             install_signal_handlers=install_signal_handlers,
             fetch_job_polling_interval=1.0,
+            # On stop, running deliveries get a moment; an unfinished one is re-owned via its lease.
+            shutdown_graceful_timeout=3.0,
             delete_jobs="successful",
         )
 
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._worker, timeout=5)
         for task in list(self._pending):
             with contextlib.suppress(Exception):
                 await task
