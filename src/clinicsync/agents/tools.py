@@ -271,7 +271,7 @@ def _day(text: str, clinic: Clinic) -> date:
 
 # --- patients --------------------------------------------------------------------------------------
 
-DOB_FORMATS = ("%Y-%m-%d", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%b %d %Y", "%B %d, %Y", "%d/%m/%Y")
+DOB_FORMATS = ("%Y-%m-%d", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%b %d %Y", "%B %d, %Y")
 
 
 def _birth_date(text: str | None) -> date | None:
