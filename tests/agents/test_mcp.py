@@ -11,8 +11,8 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clinicsync.agents.context import AgentContext
 from clinicsync.agents.mcp_server import build_server
-from clinicsync.agents.tools import AgentContext
 from clinicsync.booking.models import BookingSource
 from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.sync.delivery import SyncContext
