@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from clinicsync.agents.schemas import (
 from clinicsync.booking import service as booking
 from clinicsync.booking.models import Patient
 from clinicsync.booking.schemas import PatientCreate
+from clinicsync.errors import Conflict
 
 DOB_FORMATS = ("%Y-%m-%d", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%b %d %Y", "%B %d, %Y")
 
@@ -141,7 +143,19 @@ async def register_patient(session: AsyncSession, ctx: AgentContext, args: Regis
         )
     except ValueError:
         raise ToolProblem("That email address doesn't look right; could you spell it again?") from None
-    patient = await gateway.register(ctx.sync, session, ctx.principal, data)
+    try:
+        patient = await gateway.register(ctx.sync, session, ctx.principal, data)
+    except Conflict as error:
+        existing = (error.details or {}).get("existing_id") if isinstance(error.details, dict) else None
+        if error.code != "duplicate_patient" or existing is None:
+            raise
+        # The register knows this person already (same name and date of birth): use that record.
+        patient = await booking.get_patient(session, ctx.principal, uuid.UUID(str(existing)))
+        return ToolAnswer(
+            ok=True,
+            text=f"{full_name(patient)} is already registered (patient_id {patient.id}).",
+            data={"created": False, **patient_facts(patient)},
+        )
     return ToolAnswer(
         ok=True,
         text=f"Registered {patient.first_name} {patient.last_name} (patient_id {patient.id}).",
