@@ -63,7 +63,7 @@ def patient_facts(patient: Patient) -> dict[str, Any]:
 
 
 async def _by_phone(session: AsyncSession, ctx: AgentContext, phone: str) -> list[Patient]:
-    found = await booking.list_patients(session, ctx.principal, search=phone, limit=20, offset=0)
+    found = await booking.identification_candidates(session, ctx.principal, search=phone, limit=20)
     return [p for p in found if p.phone == phone]
 
 
@@ -71,7 +71,7 @@ async def _by_name(session: AsyncSession, ctx: AgentContext, name: str) -> list[
     words = name_words(name)
     if not words:
         return []
-    found = await booking.list_patients(session, ctx.principal, search=words[-1], limit=50, offset=0)
+    found = await booking.identification_candidates(session, ctx.principal, search=words[-1], limit=50)
     return [p for p in found if set(words) <= set(name_words(f"{p.first_name} {p.last_name}"))]
 
 
@@ -150,7 +150,7 @@ async def register_patient(session: AsyncSession, ctx: AgentContext, args: Regis
         if error.code != "duplicate_patient" or existing is None:
             raise
         # The register knows this person already (same name and date of birth): use that record.
-        patient = await booking.get_patient(session, ctx.principal, uuid.UUID(str(existing)))
+        patient = await booking.patient_in_organization(session, ctx.principal, uuid.UUID(str(existing)))
         return ToolAnswer(
             ok=True,
             text=f"{full_name(patient)} is already registered (patient_id {patient.id}).",
