@@ -49,24 +49,28 @@ def executor(request: Request) -> IntegrationExecutor:
 
 
 @router.post(
-    "/api/integrations/{provider}",
+    "/api/integrations/{integration}",
     response_model=ExecuteResponse,
     dependencies=[Depends(writes_in_own_transactions)],
 )
 async def run_function(
-    provider: str, payload: ExecuteRequest, principal: PrincipalDep, request: Request
+    integration: str, payload: ExecuteRequest, principal: PrincipalDep, request: Request
 ) -> ExecuteResponse:
-    """Run one of the provider's functions for the caller's organization; returns mapped records."""
+    """Run a function of one of the organization's integrations; returns mapped records.
+
+    `integration` is the integration's id, or its provider key while the organization has
+    only one integration of that provider (else `location` says which).
+    """
     resolution, result = await executor(request).execute(
         principal.organization_id,
-        provider,
+        integration,
         payload.function,
         payload.params,
         location=payload.location,
         max_records=payload.max_records,
     )
     return ExecuteResponse(
-        provider=provider,
+        provider=resolution.integration.provider_key,
         function=payload.function,
         integration_id=resolution.integration.id,
         count=len(result.records),
@@ -75,11 +79,12 @@ async def run_function(
     )
 
 
-@router.get("/api/integrations/{provider}", response_model=IntegrationStatus)
+@router.get("/api/integrations/{integration}", response_model=IntegrationStatus)
 async def integration_status(
-    provider: str, principal: PrincipalDep, request: Request, location: str | None = None
+    integration: str, principal: PrincipalDep, request: Request, location: str | None = None
 ) -> dict[str, Any]:
-    return await executor(request).status(principal.organization_id, provider, location)
+    """Health of one integration, addressed by id or provider key as for running a function."""
+    return await executor(request).status(principal.organization_id, integration, location)
 
 
 # ---- integrations -----------------------------------------------------------------
