@@ -158,7 +158,10 @@ async def delete_integration(integration_id: uuid.UUID, session: SessionDep, pri
 
 @admin.get("/integrations/{integration_id}/endpoints", response_model=list[EndpointOut])
 async def list_endpoints(integration_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Any:
-    return await service.list_endpoints(session, principal.organization_id, integration_id)
+    """The integration's functions, each with the mapping it runs with."""
+    row = await service.get_integration(session, principal.organization_id, integration_id)
+    endpoints = await service.list_endpoints(session, principal.organization_id, integration_id)
+    return await service.endpoint_views(session, row, endpoints)
 
 
 @admin.post(
@@ -169,7 +172,9 @@ async def list_endpoints(integration_id: uuid.UUID, session: SessionDep, princip
 async def create_endpoint(
     integration_id: uuid.UUID, payload: EndpointCreate, session: SessionDep, principal: AdminDep
 ) -> Any:
-    return await service.create_endpoint(session, principal.organization_id, integration_id, payload)
+    endpoint = await service.create_endpoint(session, principal.organization_id, integration_id, payload)
+    row = await service.get_integration(session, principal.organization_id, integration_id)
+    return (await service.endpoint_views(session, row, [endpoint]))[0]
 
 
 @admin.put("/integrations/{integration_id}/endpoints/{endpoint_id}", response_model=EndpointOut)
@@ -180,9 +185,11 @@ async def replace_endpoint(
     session: SessionDep,
     principal: AdminDep,
 ) -> Any:
-    return await service.replace_endpoint(
+    endpoint = await service.replace_endpoint(
         session, principal.organization_id, integration_id, endpoint_id, payload
     )
+    row = await service.get_integration(session, principal.organization_id, integration_id)
+    return (await service.endpoint_views(session, row, [endpoint]))[0]
 
 
 @admin.delete(

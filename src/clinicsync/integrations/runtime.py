@@ -260,7 +260,15 @@ def prepare_request(
 ) -> PreparedRequest:
     """Check and map the caller's parameters into a request; bad input names the parameter."""
     settings = resolved.settings
-    provider_in = _provider_maps(resolved.definition, Direction.IN)
+    declared = {spec.name for spec in endpoint.params}
+    undeclared = sorted(name for name in params if name not in declared)
+    if undeclared:
+        # A parameter nobody reads is a caller's mistake (a typo, the wrong function): silently
+        # dropping it would send a request that does something else than asked.
+        takes = ", ".join(sorted(declared)) or "no parameters"
+        raise ValidationFailed(
+            f"params.{undeclared[0]}", f"is not a parameter of {function}; it takes {takes}"
+        )
     path_values: dict[str, str] = {}
     query: dict[str, Any] = {}
     body: dict[str, Any] = {}
@@ -281,13 +289,7 @@ def prepare_request(
             if spec.required:
                 raise ValidationFailed(f"params.{spec.name}", f"is required by {function}")
             continue
-        external = spec.external
-        steps = spec.transform
-        shared = provider_in.get(spec.name)
-        if shared is not None:
-            external = external or shared.external
-            steps = steps or shared.transform
-        external = external or spec.name
+        external, steps = resolved.definition.effective_param(spec)
         try:
             value = apply_steps(value, _steps(steps, settings))
         except TransformError as exc:
@@ -549,6 +551,11 @@ class ProviderCaller:
             else None
         )
         provider_out = _provider_maps(resolved.definition, Direction.OUT)
+        # Fields that name no transform take the provider-wide map's for their name.
+        fields = {
+            internal: resolved.definition.effective_field(internal, spec)
+            for internal, spec in endpoint.response.fields.items()
+        }
         page: PageRequest | None = paginator.first() if paginator else PageRequest()
         produced = 0
         error: IntegrationError | None = None
@@ -563,7 +570,7 @@ class ProviderCaller:
                 for raw in raw_records:
                     yield map_record(
                         raw,
-                        endpoint.response.fields,
+                        fields,
                         endpoint.response.include_unmapped,
                         provider_out,
                         resolved.settings,
