@@ -1,7 +1,7 @@
 """Integrations: a rate budget per integration shared by every process.
 
 Revision ID: 0007_integrations_oauth
-Revises: 0009_agents
+Revises: 0004_security
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_integrations_oauth"
-down_revision = "0009_agents"
+down_revision = "0004_security"
 branch_labels = None
 depends_on = None
 
