@@ -46,6 +46,7 @@ from clinicsync.integrations.definitions import (
     TransformStep,
 )
 from clinicsync.integrations.errors import IntegrationError
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.pagination import PageRequest, Paginator
 from clinicsync.integrations.transforms import TransformError, apply_steps, get_path, set_path
 from clinicsync.logging import get_logger
@@ -67,6 +68,7 @@ class ResolvedIntegration:
     secrets: dict[str, str] = field(default_factory=dict)
     base_url: str | None = None
     on_secret_update: SecretUpdate | None = None
+    outbound: OutboundPolicy | None = None
 
     @property
     def url(self) -> str:
@@ -134,8 +136,9 @@ class IntegrationRuntime:
         self.revision = resolved.revision
         self.rate_limit = definition.rate_limit
         self.limiter = build_limiter(definition.rate_limit)
+        hooks = {"request": [resolved.outbound.check_request]} if resolved.outbound is not None else {}
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False
+            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False, event_hooks=hooks
         )
         self.auth: AuthStrategy = build_auth(
             definition.auth, resolved.secrets, resolved.url, resolved.on_secret_update
