@@ -21,6 +21,7 @@ from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker
 from clinicsync.deps import PUBLIC
+from clinicsync.edge.headers import SecurityHeaders
 from clinicsync.edge.limits import InputLimits
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
@@ -34,6 +35,7 @@ from clinicsync.sync.api import router as sync_router
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
+from clinicsync.tenancy.throttle import LoginThrottle
 
 log = get_logger(__name__)
 
@@ -79,7 +81,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClinicSyncError)
     async def _domain_error(_request: Request, exc: ClinicSyncError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content=exc.to_body())
+        return JSONResponse(status_code=exc.status_code, content=exc.to_body(), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,7 +100,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def install_edge(app: FastAPI, settings: Settings) -> None:
-    """Middleware, innermost first: input limits, then request ids, the access log and 500s."""
+    """Middleware, innermost first: security headers, input limits, then request ids, the access
+    log and 500s (outermost, so even a refused body is logged with its request id)."""
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(InputLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
 
@@ -146,6 +150,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.login_throttle = LoginThrottle(
+        account_limit=settings.login_failures_per_account,
+        address_limit=settings.login_failures_per_address,
+        window_seconds=settings.login_failure_window_seconds,
+    )
     install_error_handlers(app)
     install_edge(app, settings)
 

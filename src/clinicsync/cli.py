@@ -133,6 +133,9 @@ def demo(
     from clinicsync.demo import seed_demo
 
     settings = get_settings()
+    if not settings.outbound_allowlist:
+        # The demo's PMS is a sandbox on this machine.
+        settings = settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8", "::1/128", "localhost"]})
     bind_host, bind_port = host or settings.host, port or settings.port
     # Before anything is printed: a busy port would otherwise fail after the instructions.
     _ensure_port_free(bind_host, bind_port)

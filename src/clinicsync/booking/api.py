@@ -23,6 +23,9 @@ from clinicsync.booking.schemas import (
     OverrideCreate,
     OverrideRead,
     PatientCreate,
+    PatientLookup,
+    PatientProof,
+    PatientRead,
     PatientUpdate,
     PractitionerCreate,
     PractitionerRead,
@@ -51,6 +54,8 @@ SlotSearcher = Annotated[Principal, Requires(Capability.SLOTS_SEARCH)]
 TypeReader = Annotated[Principal, Requires(Capability.APPOINTMENT_TYPES_READ)]
 TypeManager = Annotated[Principal, Requires(Capability.APPOINTMENT_TYPES_MANAGE)]
 PatientLister = Annotated[Principal, Requires(Capability.PATIENTS_LIST)]
+PatientFinder = Annotated[Principal, Requires(Capability.PATIENTS_FIND)]
+AppointmentFinder = Annotated[Principal, Requires(Capability.APPOINTMENTS_FIND)]
 PatientReader = Annotated[Principal, Requires(Capability.PATIENTS_READ)]
 PatientRegistrar = Annotated[Principal, Requires(Capability.PATIENTS_REGISTER)]
 PatientEditor = Annotated[Principal, Requires(Capability.PATIENTS_UPDATE)]
@@ -200,6 +205,7 @@ async def delete_override(
 async def search_slots(
     principal: SlotSearcher,
     session: SessionDep,
+    sync: SyncManagerDep,
     from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
     to: Annotated[date, Query(description="Last local date, inclusive; at most 92 days after from")],
     practitioner_id: uuid.UUID | None = None,
@@ -217,7 +223,7 @@ async def search_slots(
     limit: Annotated[int, Query(ge=1, le=search.MAX_SLOT_PAGE)] = search.DEFAULT_SLOT_PAGE,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    page = await search.search_slots(
+    page = await sync.search_slots(
         session,
         principal,
         first_day=from_,
@@ -293,6 +299,14 @@ async def list_patients(
     if next_cursor is not None:
         _next_page(request, response, cursor=next_cursor)
     return await views.patients_with_refs(session, principal, patients)
+
+
+@router.post("/patients/lookup", response_model=list[PatientRead])
+async def find_patients(body: PatientLookup, principal: PatientFinder, session: SessionDep) -> object:
+    """Exact matches on phone or name together with the date of birth (at most a few).
+
+    A POST, so the details that identify the patient travel in the body, never in a URL."""
+    return await service.find_patients(session, principal, body)
 
 
 @router.post(
@@ -390,6 +404,16 @@ async def create_appointment(
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(shown.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+@router.post("/appointments/lookup", response_model=AppointmentWithSync)
+async def find_appointment(
+    body: PatientProof, principal: AppointmentFinder, session: SessionDep, response: Response
+) -> object:
+    """The appointment a patient proves is theirs: booking reference plus phone or date of birth."""
+    appointment = await appointments.find_by_proof(session, principal, body)
+    response.headers["ETag"] = _etag(appointment.version)
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
 @router.get("/appointments/by-reference/{reference}", response_model=AppointmentWithSync)

@@ -13,14 +13,16 @@ same result), so routes, agents and pages call it in its place. Per pushing inte
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from clinicsync.booking import appointments, service
+from clinicsync.booking import appointments, search, service
 from clinicsync.booking.appointments import BookingResult
 from clinicsync.booking.models import Appointment, AppointmentStatus, Patient
 from clinicsync.booking.schemas import (
@@ -35,6 +37,7 @@ from clinicsync.logging import get_logger
 from clinicsync.sync import configs, delivery, external_only, outbox
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.models import IntegrationSyncConfig, OutboxOperation, RecordType
+from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 log = get_logger(__name__)
@@ -197,7 +200,11 @@ class SyncManager:
             return await external_only.update_appointment(
                 self.ctx, session, principal, sole, appointment_id, data
             )
-        before = (await appointments.get_appointment(session, principal, appointment_id)).version
+        before = (
+            await appointments.get_appointment(
+                session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
+            )
+        ).version
         appointment = await appointments.update_appointment(
             session, principal, appointment_id, data, if_match=if_match
         )
@@ -221,13 +228,67 @@ class SyncManager:
             return await external_only.cancel_appointment(
                 self.ctx, session, principal, sole, appointment_id, data
             )
-        before = (await appointments.get_appointment(session, principal, appointment_id)).version
+        before = (
+            await appointments.get_appointment(
+                session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
+            )
+        ).version
         appointment = await appointments.cancel_appointment(
             session, principal, appointment_id, data, if_match=if_match
         )
         if appointment.version != before:
             await self._after_appointment_change(session, principal, pushing, appointment)
         return appointment
+
+    # ---- slots ------------------------------------------------------------------------------
+
+    async def search_slots(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        first_day: date,
+        last_day: date,
+        practitioner_id: uuid.UUID | None = None,
+        appointment_type_id: uuid.UUID | None = None,
+        duration_minutes: int | None = None,
+        interval_minutes: int | None = None,
+        override: bool = False,
+        limit: int = search.DEFAULT_SLOT_PAGE,
+        cursor: str | None = None,
+        now: datetime | None = None,
+    ) -> search.SlotPage:
+        """Free slots; for an external-only clinic the PMS's diary, not the local table, says what's taken."""
+        page = await search.search_slots(
+            session,
+            principal,
+            first_day=first_day,
+            last_day=last_day,
+            practitioner_id=practitioner_id,
+            appointment_type_id=appointment_type_id,
+            duration_minutes=duration_minutes,
+            interval_minutes=interval_minutes,
+            override=override,
+            limit=limit,
+            cursor=cursor,
+            now=now,
+        )
+        sole = next(
+            (config for config in await self._pushing(session, principal) if config.external_only), None
+        )
+        if sole is None or not page.slots:
+            return page
+        first = min(slot.start for slot in page.slots)
+        last = max(slot.end for slot in page.slots)
+        busy = await external_only.busy_times(self.ctx, session, sole, first - timedelta(days=1), last)
+        free = [
+            slot
+            for slot in page.slots
+            if not any(
+                start < slot.end and end > slot.start for start, end in busy.get(slot.practitioner_id, [])
+            )
+        ]
+        return dataclasses.replace(page, slots=free)
 
     # ---- patients ---------------------------------------------------------------------------
 
@@ -236,7 +297,7 @@ class SyncManager:
     ) -> Patient:
         pushing = await self._pushing(session, principal)
         sole = next((config for config in pushing if config.external_only), None)
-        pushed: tuple[str, dict[str, Any]] | None = None
+        pushed: tuple[str, dict[str, Any]] | None = None  # (external id, what was sent)
         if sole is not None:
             # The PMS first: a refusal there leaves nothing here.
             pushed = await external_only.push_patient(

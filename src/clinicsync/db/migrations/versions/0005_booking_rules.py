@@ -2,7 +2,7 @@
 organization phone region and booking horizon.
 
 Revision ID: 0005_booking_rules
-Revises: 0009_agents
+Revises: 0007_integrations_oauth
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_booking_rules"
-down_revision = "0009_agents"
+down_revision = "0007_integrations_oauth"
 branch_labels = None
 depends_on = None
 
