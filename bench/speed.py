@@ -68,7 +68,7 @@ async def process(command: list[str], env: dict[str, str], port: int) -> AsyncIt
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 240
             async with httpx.AsyncClient(base_url=base, timeout=5) as http:
                 while True:
                     if child.returncode is not None:

@@ -96,6 +96,10 @@ def serve(
         port=bind_port,
         workers=count,
         log_level="warning",
+        # A worker must report ready within this; the app's start (imports, catalogue, job
+        # runner) takes longer than uvicorn's 5 s default on a busy machine, and the supervisor
+        # would kill and restart it forever.
+        timeout_worker_healthcheck=120,
     )
 
 
