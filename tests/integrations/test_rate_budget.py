@@ -47,7 +47,8 @@ async def run_process(
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    return [json.loads(line) for line in out.decode().splitlines()]
+    # Log lines share stdout with the results; results are the JSON lines.
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
 
 
 async def test_two_processes_share_one_budget(
