@@ -27,7 +27,7 @@ from clinicsync.integrations.credentials import SecretCipher, cipher_for
 from clinicsync.integrations.definitions import ProviderDefinition
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.models import ApiCredential, ExternalIntegration
-from clinicsync.integrations.ratebudget import Priority, shared_budget
+from clinicsync.integrations.ratebudget import DatabaseBudget, Priority, shared_budget
 from clinicsync.integrations.runtime import CallResult, ProviderCaller, ResolvedIntegration, peek_runtime
 from clinicsync.integrations.tokens import CredentialTokens
 from clinicsync.logging import get_logger
@@ -293,9 +293,10 @@ class IntegrationExecutor:
         )
         budget_status = stats["rate_limit"]
         if definition is not None and definition.rate_limit is not None and isinstance(budget_status, dict):
-            # Every process draws on the same budget, so what is left is what the database says.
             budget = shared_budget(self.sessionmaker, row.id, definition.rate_limit)
-            budget_status["remaining"] = int(await budget.remaining())
+            if isinstance(budget, DatabaseBudget):
+                # Every process draws on the same budget, so what is left is what the database says.
+                budget_status["remaining"] = int(await budget.remaining())
         return {
             "provider": row.provider_key,
             "integration_id": row.id,

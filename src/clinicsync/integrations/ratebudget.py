@@ -4,9 +4,10 @@ A provider's limit (OpenDental's one request a second per customer key, Cliniko'
 minute) belongs to the account, not to a process: two workers that each kept their own
 limiter would send twice the allowance. :class:`DatabaseBudget` keeps one token bucket per
 integration in the ``integration_rate_budgets`` row, taken under the row's lock
-(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write transactions are already
-serialized), so every process and machine on the database draws from the same allowance.
-:class:`LocalBudget` is the in-process form (aiolimiter) for callers without a database.
+(``SELECT ... FOR UPDATE``), so every process and machine on a PostgreSQL database draws
+from the same allowance. :class:`LocalBudget` is the in-process form (aiolimiter): the one
+budget of an embedded SQLite deployment, which is a single process, and of callers without
+a database (see :func:`shared_budget`).
 
 Both give precedence to live work: a caller with ``Priority.LIVE`` (a booking being
 pushed while a person waits) announces that it is waiting, and ``Priority.BACKGROUND``
@@ -178,17 +179,29 @@ class DatabaseBudget:
             return wait
 
 
-_shared: dict[tuple[int, uuid.UUID, BucketShape], tuple[asyncio.AbstractEventLoop, DatabaseBudget]] = {}
+_shared: dict[tuple[int, uuid.UUID, BucketShape], tuple[asyncio.AbstractEventLoop, RateBudget]] = {}
 
 
 def shared_budget(
     sessionmaker: async_sessionmaker[AsyncSession], integration_id: uuid.UUID, spec: RateLimitSpec
-) -> DatabaseBudget:
-    """The process's budget object for an integration, so its callers queue in one line."""
+) -> RateBudget:
+    """The budget every caller of an integration draws on.
+
+    PostgreSQL: the database row, shared by every process and machine. SQLite: one budget for
+    the whole process. The embedded SQLite deployment is one process (jobs run inside the
+    server), and a caller there may call a provider inside its own write transaction, which a
+    budget row could only be taken after.
+    """
     loop = asyncio.get_running_loop()
-    key = (id(sessionmaker), integration_id, BucketShape.of(spec))
+    bind = sessionmaker.kw.get("bind")
+    on_sqlite = bind is not None and bind.dialect.name == "sqlite"
+    shape = BucketShape.of(spec)
+    key = (0 if on_sqlite else id(sessionmaker), integration_id, shape)
     found = _shared.get(key)
-    if found is None or found[0] is not loop or found[1].sessionmaker is not sessionmaker:
-        found = (loop, DatabaseBudget(sessionmaker, integration_id, spec))
-        _shared[key] = found
-    return found[1]
+    budget = found[1] if found is not None and found[0] is loop else None
+    if isinstance(budget, DatabaseBudget) and budget.sessionmaker is not sessionmaker:
+        budget = None  # the id of a sessionmaker since gone, reused by a new one
+    if budget is None:
+        budget = LocalBudget(spec) if on_sqlite else DatabaseBudget(sessionmaker, integration_id, spec)
+        _shared[key] = (loop, budget)
+    return budget

@@ -5,7 +5,7 @@ shared access token, the refresh lease and the grant's state; `oauth_authorizati
 consent in progress (hashed state, encrypted PKCE verifier).
 
 Revision ID: 0007_integrations_oauth
-Revises: 0009_agents
+Revises: 0004_security
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_integrations_oauth"
-down_revision = "0009_agents"
+down_revision = "0004_security"
 branch_labels = None
 depends_on = None
 
