@@ -12,6 +12,7 @@ from clinicsync.config import Settings
 from clinicsync.deps import PUBLIC, Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.integrations import oauth
 from clinicsync.integrations.credentials import cipher_for
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
@@ -70,8 +71,14 @@ async def callback(
     error: str | None = None,
 ) -> dict[str, Any]:
     """Where the provider sends the person back. No bearer token: the one-time state is the proof."""
+    settings = _settings(request)
     connected = await oauth.finish_connect(
-        get_sessionmaker(request), cipher_for(_settings(request)), state=state, code=code, error=error
+        get_sessionmaker(request),
+        cipher_for(settings),
+        state=state,
+        code=code,
+        error=error,
+        outbound=OutboundPolicy.from_entries(settings.outbound_allowlist),
     )
     return {
         "connected": True,

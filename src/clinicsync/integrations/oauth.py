@@ -36,6 +36,7 @@ from clinicsync.integrations.credentials import SecretCipher, hints
 from clinicsync.integrations.definitions import ProviderDefinition
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.models import ApiCredential, OAuthAuthorization
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.runtime import render
 from clinicsync.integrations.tokens import CONNECTED
 from clinicsync.logging import get_logger
@@ -151,6 +152,7 @@ async def finish_connect(
     state: str | None,
     code: str | None,
     error: str | None,
+    outbound: OutboundPolicy | None = None,
 ) -> Connected:
     """Spend the state, trade the code for tokens and store the grant; refusals name the reason."""
     if not state:
@@ -194,7 +196,9 @@ async def finish_connect(
     token_url = AuthStrategy(definition.auth, client_secrets, base_url).absolute(
         definition.auth.token_url or ""
     )
-    async with httpx.AsyncClient(timeout=definition.timeout_seconds) as client:
+    # The token endpoint is held to the same outbound policy as every provider call.
+    hooks = {"request": [outbound.check_request]} if outbound is not None else {}
+    async with httpx.AsyncClient(timeout=definition.timeout_seconds, event_hooks=hooks) as client:
         try:
             granted = await token_request(
                 client,
