@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import RedirectResponse
 
 from clinicsync.config import Settings
-from clinicsync.deps import PUBLIC, Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
+from clinicsync.db.engine import session_scope
+from clinicsync.deps import PUBLIC, Requires, get_sessionmaker, writes_in_own_transactions
 from clinicsync.integrations import oauth
 from clinicsync.integrations.credentials import cipher_for
 from clinicsync.integrations.outbound import OutboundPolicy
@@ -29,34 +30,41 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _consent_url(
-    integration_id: uuid.UUID, session: SessionDep, principal: CredentialManager, request: Request
-) -> str:
-    return await oauth.start_connect(
-        session,
-        principal.organization_id,
-        integration_id,
-        redirect_uri=str(request.url_for(CALLBACK_ROUTE)),
-        requested_by=principal.user_id,
-        cipher=cipher_for(_settings(request)),
-    )
+async def _consent_url(integration_id: uuid.UUID, principal: Principal, request: Request) -> str:
+    # Its own write transaction: Connect is a GET (a link to follow), and a GET's request
+    # transaction only reads.
+    async with session_scope(get_sessionmaker(request)) as session:
+        return await oauth.start_connect(
+            session,
+            principal.organization_id,
+            integration_id,
+            redirect_uri=str(request.url_for(CALLBACK_ROUTE)),
+            requested_by=principal.user_id,
+            cipher=cipher_for(_settings(request)),
+        )
 
 
-@router.get("/api/admin/integrations/{integration_id}/connect", status_code=status.HTTP_303_SEE_OTHER)
+@router.get(
+    "/api/admin/integrations/{integration_id}/connect",
+    status_code=status.HTTP_303_SEE_OTHER,
+    dependencies=[Depends(writes_in_own_transactions)],
+)
 async def connect(
-    integration_id: uuid.UUID, session: SessionDep, principal: CredentialManager, request: Request
+    integration_id: uuid.UUID, principal: CredentialManager, request: Request
 ) -> RedirectResponse:
     """Connect: send the admin's browser to the provider's consent page."""
-    url = await _consent_url(integration_id, session, principal, request)
+    url = await _consent_url(integration_id, principal, request)
     return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
 
 
-@router.post("/api/admin/integrations/{integration_id}/connect")
+@router.post(
+    "/api/admin/integrations/{integration_id}/connect", dependencies=[Depends(writes_in_own_transactions)]
+)
 async def connect_url(
-    integration_id: uuid.UUID, session: SessionDep, principal: CredentialManager, request: Request
+    integration_id: uuid.UUID, principal: CredentialManager, request: Request
 ) -> dict[str, str]:
     """The consent page's URL, for a page that opens it itself."""
-    return {"authorization_url": await _consent_url(integration_id, session, principal, request)}
+    return {"authorization_url": await _consent_url(integration_id, principal, request)}
 
 
 @router.get(
