@@ -486,7 +486,9 @@ async def find_patients(session: AsyncSession, principal: Principal, data: Patie
     )
     permissions.check(principal, Capability.PATIENTS_FIND)
     if data.phone is not None:
-        query = query.where(Patient.phone == data.phone)
+        # Typed the local way, the number is read in the clinic's country, as it was stored.
+        organization = await tenancy_service.get_organization(session, principal.organization_id)
+        query = query.where(Patient.phone == clinic_phone(organization, data.phone))
     if data.last_name is not None:
         query = query.where(func.lower(Patient.last_name) == data.last_name.strip().lower())
     if data.first_name is not None:
