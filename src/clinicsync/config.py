@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sync_retry_max_seconds: float = Field(default=600.0, gt=0)
     sync_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     sync_read_back_delay_seconds: float = Field(default=1.0, ge=0)
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
+    )
 
     @property
     def json_logs(self) -> bool:
