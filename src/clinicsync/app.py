@@ -29,6 +29,8 @@ from clinicsync.logging import configure_logging, get_logger
 from clinicsync.sync.api import metrics_router
 from clinicsync.sync.api import router as sync_router
 from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.inbound_api import router as inbound_router
+from clinicsync.sync.inbound_api import webhook_router
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
 
@@ -133,5 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(booking_router)
     app.include_router(integrations_router)
     app.include_router(sync_router)
+    app.include_router(inbound_router)
+    app.include_router(webhook_router)
     app.include_router(metrics_router)
     return app

@@ -65,6 +65,8 @@ async def get_principal(
             raise Forbidden("X-Organization-ID: not a valid organization id") from None
         if claimed != principal.organization_id:
             raise Forbidden("X-Organization-ID: the token does not belong to this organization")
+    # Names the caller in the audit trail of whatever this request changes (sync/audit.py).
+    session.info["clinicsync.actor"] = f"user:{principal.user_id}"
     if stale and principal.token_id is not None:
         background.add_task(_touch_token, get_sessionmaker(request), principal.token_id)
     return principal

@@ -50,6 +50,7 @@ class Capability(enum.StrEnum):
     INTEGRATIONS_MANAGE = "integrations.manage"
     CREDENTIALS_MANAGE = "credentials.manage"
     PMS_RUN = "pms.run"
+    SYNC_REVIEW = "sync.review"
 
 
 class Scope(enum.StrEnum):
@@ -87,6 +88,7 @@ DESCRIPTIONS: Mapping[Capability, str] = MappingProxyType(
         Capability.INTEGRATIONS_MANAGE: "configure integrations, their functions and parameter maps",
         Capability.CREDENTIALS_MANAGE: "store, change, test and delete PMS credentials",
         Capability.PMS_RUN: "run a PMS function and read an integration's status",
+        Capability.SYNC_REVIEW: "review and resolve sync conflicts, read a record's change audit trail",
     }
 )
 
@@ -117,6 +119,7 @@ GRANTS: Mapping[Capability, Mapping[Role, Scope]] = MappingProxyType(
         Capability.INTEGRATIONS_MANAGE: {OW: ALL, A: ALL},
         Capability.CREDENTIALS_MANAGE: {OW: ALL, A: ALL},
         Capability.PMS_RUN: {OW: ALL, A: ALL},
+        Capability.SYNC_REVIEW: {OW: ALL, A: ALL},
     }
 )
 
