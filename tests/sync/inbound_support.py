@@ -36,6 +36,7 @@ async def opendental(
     finally:
         await pms.aclose()
 
+
 # Local edits stay local until a conflict is decided, so both sides can change one record.
 BIDIRECTIONAL_QUIET = {
     "sync_enabled": True,
@@ -48,7 +49,9 @@ async def setup_bidirectional(client: httpx.AsyncClient, od: Connected, strategy
     await configure(client, od, **BIDIRECTIONAL_QUIET, conflict_resolution=strategy)
 
 
-async def linked_booking(client: httpx.AsyncClient, od: Connected, start: datetime) -> tuple[dict[str, Any], str]:
+async def linked_booking(
+    client: httpx.AsyncClient, od: Connected, start: datetime
+) -> tuple[dict[str, Any], str]:
     """A local booking pushed to OpenDental and read back: its body and its AptNum."""
     created = await client.post("/api/v1/appointments", json=booking(od.clinic, start), headers=od.headers)
     assert created.status_code == 201, created.text

@@ -199,7 +199,9 @@ async def test_manual_patient_conflict_is_merged_field_by_field(
         patient_path, json={"email": "ours@example.org", "phone": "+13125550101"}, headers=od.headers
     )
     assert ours.status_code == 200, ours.text
-    await front_desk(od, "edit_patient", PatNum=pat_num, Email="theirs@example.org", WirelessPhone="(312) 555-0199")
+    await front_desk(
+        od, "edit_patient", PatNum=pat_num, Email="theirs@example.org", WirelessPhone="(312) 555-0199"
+    )
     await front_desk(od, "deliver_events")
 
     async def queued() -> list[dict[str, Any]]:

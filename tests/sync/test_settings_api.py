@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
 from clinicsync.tenancy.models import Role
 from tests.factories import TenantFactory
 from tests.sync.conftest import DUAL_WRITE, Connected, configure

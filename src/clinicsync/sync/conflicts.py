@@ -88,8 +88,9 @@ async def resolve(
     take_external = {name: conflict.external.get(name) for name, side in chosen.items() if side == "external"}
     if conflict.record_type == RecordType.APPOINTMENT:
         merged = ours | take_external
-        starts, ends = inbound.comparable("starts_at", merged["starts_at"]), inbound.comparable(
-            "ends_at", merged["ends_at"]
+        starts, ends = (
+            inbound.comparable("starts_at", merged["starts_at"]),
+            inbound.comparable("ends_at", merged["ends_at"]),
         )
         if starts is not None and ends is not None and ends <= starts:
             raise ValidationFailed("fields.ends_at", "the merged appointment would end before it starts")
