@@ -11,8 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from clinicsync import __version__
+from clinicsync.agents.api import router as agents_router
+from clinicsync.agents.mcp_server import build_server as build_mcp_server
 from clinicsync.booking.api import router as booking_router
 from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
@@ -87,6 +90,14 @@ def install_edge(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.json_logs)
+    mcp_server = build_mcp_server(
+        lambda: app.state.sessionmaker,
+        sync_of=lambda: app.state.sync_manager,
+        auth_base_url=f"http://{settings.host}:{settings.port}",
+    )
+    mcp_app = mcp_server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sync_manager = SyncManager(sync_context, runner)
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
             if runner is not None:
                 await runner.stop()
@@ -138,4 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inbound_router)
     app.include_router(webhook_router)
     app.include_router(metrics_router)
+    app.include_router(agents_router)
+    # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
+    app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
     return app

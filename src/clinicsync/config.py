@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         default="US", description="ISO country used to read phone numbers given without a + prefix"
     )
     idempotency_ttl_hours: int = 24
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
+    )
     # Sync delivery (see docs/architecture.md, "Sync").
     sync_jobs: Literal["auto", "in_process", "procrastinate", "off"] = Field(
         default="auto",
@@ -46,9 +49,6 @@ class Settings(BaseSettings):
     sync_retry_max_seconds: float = Field(default=600.0, gt=0)
     sync_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     sync_read_back_delay_seconds: float = Field(default=1.0, ge=0)
-    max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
-    )
 
     @property
     def json_logs(self) -> bool:

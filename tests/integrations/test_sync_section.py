@@ -46,6 +46,21 @@ def test_shipped_pms_definitions_map_every_operation() -> None:
         assert supported_operations(definition) == frozenset(SyncOperation), name
 
 
+def test_what_the_contracts_cannot_do_is_left_unsupported() -> None:
+    ascend = supported_operations(load_definition_file(PROVIDERS_DIR / "dentrix_ascend.yaml"))
+    assert set(SyncOperation) - ascend == {SyncOperation.PATIENT_UPDATE}
+    vet = supported_operations(load_definition_file(PROVIDERS_DIR / "vet_pims.yaml"))
+    assert vet == {
+        SyncOperation.APPOINTMENT_CREATE,
+        SyncOperation.APPOINTMENT_CANCEL,
+        SyncOperation.APPOINTMENT_GET,
+        SyncOperation.APPOINTMENT_FIND,
+        SyncOperation.APPOINTMENT_LIST_CHANGED,
+        SyncOperation.PATIENT_GET,
+        SyncOperation.PRACTITIONER_LIST,
+    }
+
+
 def test_a_calendar_maps_appointments_only() -> None:
     definition = load_definition_file(PROVIDERS_DIR / "google_calendar.yaml")
     assert supported_operations(definition) == {op for op in SyncOperation if op.kind == "appointment"}

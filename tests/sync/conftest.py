@@ -130,7 +130,7 @@ async def opendental(
     tenant_factory: TenantFactory,
     sandboxes: Callable[..., Awaitable[SandboxServer]],
 ) -> AsyncIterator[Connected]:
-    """A clinic connected to a fresh OpenDental sandbox; its practitioner is an OpenDental provider."""
+    """A clinic connected to a fresh OpenDental sandbox; its practitioner has a provider's name there."""
     sandbox = await sandboxes("opendental", spec={"patients": 3, "appointments": 0})
     tenant = await tenant_factory(time_zone="America/Chicago")
     integration_id, pms, provider = await connect_opendental(client, tenant, sandbox)

@@ -1,5 +1,6 @@
 """Imports every domain's tables so that Base.metadata is complete (Alembic, tests)."""
 
+from clinicsync.agents import models as agent_models  # noqa: F401
 from clinicsync.booking import models as booking_models  # noqa: F401
 from clinicsync.db.base import Base
 from clinicsync.integrations import models as integration_models  # noqa: F401

@@ -41,6 +41,7 @@ from clinicsync.integrations.sync_spec import (
     SyncFieldSpec,
     SyncOperation,
     SyncOperationSpec,
+    SyncParamSpec,
 )
 from clinicsync.integrations.transforms import TransformError, apply_steps, get_path
 
@@ -103,10 +104,11 @@ async def stream(
     resolution = await executor.resolve_id(organization_id, integration_id)
     resolved = resolution.resolved
     spec = _spec(resolved.definition, operation)
-    params = _function_params(resolved, operation, spec, _prepare_payload(operation, payload, resolved))
+    prepared = _prepare_payload(operation, payload, resolved)
+    params = _function_params(resolved, operation, spec, prepared)
     async for raw in executor.caller.iterate(resolved, spec.function, params):
         record = to_canonical(operation, spec, raw, resolved.settings)
-        if _is_listed(operation, record):
+        if _is_listed(operation, record, prepared):
             yield record
 
 
@@ -143,7 +145,7 @@ async def perform_resolved(
         records, requests = read.records, requests + read.requests
     if operation is SyncOperation.APPOINTMENT_FIND:
         records = [record for record in records if _appointment_matches(record, prepared)]
-    records = [record for record in records if _is_listed(operation, record)]
+    records = [record for record in records if _is_listed(operation, record, prepared)]
     return OperationResult(records, requests)
 
 
@@ -235,23 +237,30 @@ def _function_params(
         return {name: _json_safe(value) for name, value in payload.items() if name in declared}
     params: dict[str, Any] = {}
     for name, source in spec.params.items():
-        if source.source is not None:
-            value = get_path(payload, source.source)
-            if value is None:
-                continue
-            value = _json_safe(value)
-        else:
-            value = render(source.value, settings)
-            if value is None:
-                continue
-        if source.transform:
-            try:
-                value = apply_steps(value, _steps(source.transform, settings))
-            except TransformError as exc:
-                raise ValidationFailed(f"payload.{source.source or name}", str(exc)) from None
+        value = _param_value(source, payload, settings, name)
         if value is not None:
             params[name] = value
     return params
+
+
+def _param_value(
+    source: SyncParamSpec, payload: Mapping[str, Any], settings: Mapping[str, Any], name: str
+) -> Any:
+    if source.parts is not None:
+        parts = [_param_value(part, payload, settings, name) for part in source.parts]
+        given = [str(part) for part in parts if part is not None and part != ""]
+        value: Any = source.join.join(given) if given else None
+    elif source.source is not None:
+        value = get_path(payload, source.source)
+        value = None if value is None else _json_safe(value)
+    else:
+        value = render(source.value, settings)
+    if value is None or not source.transform:
+        return value
+    try:
+        return apply_steps(value, _steps(source.transform, settings))
+    except TransformError as exc:
+        raise ValidationFailed(f"payload.{source.source or name}", str(exc)) from None
 
 
 async def _call(
@@ -393,12 +402,23 @@ def to_canonical(
     return record
 
 
-def _is_listed(operation: SyncOperation, record: Mapping[str, Any]) -> bool:
+def _is_listed(operation: SyncOperation, record: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+    if record.get("id") is None:
+        return False
     # A provider row the mapping gives no status (OpenDental's patient-note "appointments")
     # is not an appointment; lists and finds leave it out.
-    if operation.kind == "appointment" and operation is not SyncOperation.APPOINTMENT_GET:
-        return record.get("status") is not None and record.get("id") is not None
-    return record.get("id") is not None
+    listed_appointment = operation.kind == "appointment" and operation is not SyncOperation.APPOINTMENT_GET
+    if listed_appointment and record.get("status") is None:
+        return False
+    # Providers without a change filter (the vet PIMS's calendar) list a window; the records'
+    # own stamps say what changed.
+    since, stamp = payload.get("updated_since"), record.get("updated_at")
+    return not (
+        operation.value.endswith(".list_changed")
+        and since is not None
+        and stamp is not None
+        and stamp < since
+    )
 
 
 # ---- finds ------------------------------------------------------------------------

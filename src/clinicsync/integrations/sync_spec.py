@@ -106,11 +106,22 @@ class _Strict(BaseModel):
 
 
 class SyncParamSpec(_Strict):
-    """Where one function parameter's value comes from: a payload key, or a fixed value."""
+    """Where one function parameter's value comes from: a payload key, a fixed value, or parts.
+
+    `parts` build one value from several payload keys (Ascend's comma-joined `filter`): each
+    part is a source of its own; the parts that have a value are joined with `join`.
+    """
 
     source: str | None = Field(default=None, alias="from", description="canonical payload key")
     value: Any = Field(default=None, description="a fixed value; may use {settings.NAME}")
+    parts: list[SyncParamSpec] | None = None
+    join: str = ","
     transform: list[TransformStep] = Field(default_factory=list)
+
+    def sources(self) -> list[str]:
+        """Every payload key this value is made from."""
+        own = [self.source] if self.source is not None else []
+        return own + [key for part in self.parts or [] for key in part.sources()]
 
     @model_validator(mode="before")
     @classmethod
@@ -121,8 +132,9 @@ class SyncParamSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> SyncParamSpec:
-        if (self.source is None) == (self.value is None):
-            raise ValueError("give exactly one of `from` (a payload key) or `value`")
+        given = [self.source is not None, self.value is not None, self.parts is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of `from` (a payload key), `value` or `parts`")
         return self
 
 
@@ -206,14 +218,14 @@ def check_sync_section(
             for name, source in spec.params.items():
                 if name not in declared:
                     problems.append((f"{where}.params.{name}", f"{spec.function} has no parameter {name!r}"))
-                if source.source is not None and source.source.split(".", 1)[0] not in allowed:
-                    problems.append(
-                        (
-                            f"{where}.params.{name}.from",
-                            f"{source.source!r} is not in the {operation.value} payload"
-                            f" ({', '.join(allowed)})",
+                for key in source.sources():
+                    if key.split(".", 1)[0] not in allowed:
+                        problems.append(
+                            (
+                                f"{where}.params.{name}.from",
+                                f"{key!r} is not in the {operation.value} payload ({', '.join(allowed)})",
+                            )
                         )
-                    )
         for name, param in declared.items():
             if param.required and param.constant is None and param.default is None and name not in fed:
                 problems.append(

@@ -72,9 +72,14 @@ class ProcrastinateRunner:
         with contextlib.suppress(AlreadyEnqueued):
             await self.app.configure_task(task, queueing_lock=lock, schedule_at=at).defer_async(**kwargs)
 
+    async def _now(self, item_id: str) -> None:
+        # A fresh write (or a person's retry) must not wait behind a retry scheduled for later, so
+        # no queueing lock here; a second job for one item finds it claimed or done and stops.
+        await self.app.configure_task(tasks.DELIVER).defer_async(item_id=item_id)
+
     def wake(self, item_ids: list[str]) -> None:
         for item_id in item_ids:
-            task = asyncio.ensure_future(self.defer(tasks.DELIVER, item_id=item_id))
+            task = asyncio.ensure_future(self._now(item_id))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 

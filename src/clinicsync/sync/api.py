@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from clinicsync.db.base import utcnow
 from clinicsync.db.engine import session_scope
-from clinicsync.deps import AdminDep, SessionDep
+from clinicsync.deps import PUBLIC, Requires, SessionDep
 from clinicsync.sync import configs, outbox, refs
 from clinicsync.sync import status as sync_status
 from clinicsync.sync.manager import RUNNER_KEY
@@ -30,8 +30,12 @@ from clinicsync.sync.schemas import (
     SyncConfigRead,
     SyncConfigUpdate,
 )
+from clinicsync.tenancy.permissions import Capability
+from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/admin", tags=["sync"])
+SyncReader = Annotated[Principal, Requires(Capability.SYNC_READ)]
+SyncManagerRole = Annotated[Principal, Requires(Capability.SYNC_MANAGE)]
 metrics_router = APIRouter(tags=["ops"])
 
 
@@ -42,7 +46,7 @@ def _bind_runner(request: Request, session: SessionDep) -> None:
 
 
 @router.get("/integration-settings", response_model=list[SyncConfigRead])
-async def list_settings(session: SessionDep, principal: AdminDep) -> list[SyncConfigRead]:
+async def list_settings(session: SessionDep, principal: SyncReader) -> list[SyncConfigRead]:
     return [
         await configs.to_read(session, config) for config in await configs.list_configs(session, principal)
     ]
@@ -54,12 +58,14 @@ async def list_settings(session: SessionDep, principal: AdminDep) -> list[SyncCo
     status_code=status.HTTP_201_CREATED,
     description="Create the sync config of one integration. " + OWED_PUSHES_POLICY,
 )
-async def create_settings(body: SyncConfigCreate, session: SessionDep, principal: AdminDep) -> SyncConfigRead:
+async def create_settings(
+    body: SyncConfigCreate, session: SessionDep, principal: SyncManagerRole
+) -> SyncConfigRead:
     return await configs.to_read(session, await configs.create_config(session, principal, body))
 
 
 @router.get("/integration-settings/{config_id}", response_model=SyncConfigRead)
-async def read_settings(config_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> SyncConfigRead:
+async def read_settings(config_id: uuid.UUID, session: SessionDep, principal: SyncReader) -> SyncConfigRead:
     return await configs.to_read(session, await configs.get_config(session, principal, config_id))
 
 
@@ -69,7 +75,7 @@ async def read_settings(config_id: uuid.UUID, session: SessionDep, principal: Ad
     description="Partial update: only the fields sent change. " + OWED_PUSHES_POLICY,
 )
 async def update_settings(
-    config_id: uuid.UUID, body: SyncConfigUpdate, session: SessionDep, principal: AdminDep
+    config_id: uuid.UUID, body: SyncConfigUpdate, session: SessionDep, principal: SyncManagerRole
 ) -> SyncConfigRead:
     return await configs.to_read(session, await configs.update_config(session, principal, config_id, body))
 
@@ -82,7 +88,7 @@ async def update_settings(
 async def delete_settings(
     config_id: uuid.UUID,
     session: SessionDep,
-    principal: AdminDep,
+    principal: SyncManagerRole,
     discard_owed: bool = False,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> SyncConfigDeleted:
@@ -106,7 +112,7 @@ def _item(item: object) -> OutboxItemRead:
 @router.get("/sync/outbox", response_model=OutboxPage)
 async def list_outbox(
     session: SessionDep,
-    principal: AdminDep,
+    principal: SyncReader,
     status_: Annotated[list[OutboxStatus] | None, Query(alias="status")] = None,
     integration_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -120,7 +126,7 @@ async def list_outbox(
 
 @router.post("/sync/outbox/retry-all", response_model=RetryResult)
 async def retry_all(
-    request: Request, session: SessionDep, principal: AdminDep, integration_id: uuid.UUID | None = None
+    request: Request, session: SessionDep, principal: SyncManagerRole, integration_id: uuid.UUID | None = None
 ) -> RetryResult:
     _bind_runner(request, session)
     return RetryResult(retried=len(await outbox.retry_all(session, principal, integration_id)))
@@ -128,7 +134,7 @@ async def retry_all(
 
 @router.post("/sync/outbox/{item_id}/retry", response_model=OutboxItemRead)
 async def retry_one(
-    item_id: uuid.UUID, request: Request, session: SessionDep, principal: AdminDep
+    item_id: uuid.UUID, request: Request, session: SessionDep, principal: SyncManagerRole
 ) -> OutboxItemRead:
     _bind_runner(request, session)
     return _item(await outbox.retry(session, principal, item_id))
@@ -136,22 +142,24 @@ async def retry_one(
 
 @router.post("/sync/outbox/{item_id}/discard", response_model=OutboxItemRead)
 async def discard_one(
-    item_id: uuid.UUID, body: DiscardRequest, session: SessionDep, principal: AdminDep
+    item_id: uuid.UUID, body: DiscardRequest, session: SessionDep, principal: SyncManagerRole
 ) -> OutboxItemRead:
     return _item(await outbox.discard(session, principal, item_id, body.reason.strip()))
 
 
 @router.get("/sync/status", response_model=list[IntegrationSyncStatus])
-async def read_status(session: SessionDep, principal: AdminDep) -> list[IntegrationSyncStatus]:
+async def read_status(session: SessionDep, principal: SyncReader) -> list[IntegrationSyncStatus]:
     return await sync_status.integration_status(session, principal)
 
 
 @router.post("/sync/links", response_model=ExternalRefRead, status_code=status.HTTP_201_CREATED)
-async def create_link(body: ExternalLinkCreate, session: SessionDep, principal: AdminDep) -> ExternalRefRead:
+async def create_link(
+    body: ExternalLinkCreate, session: SessionDep, principal: SyncManagerRole
+) -> ExternalRefRead:
     return ExternalRefRead.model_validate(await refs.link(session, principal, body))
 
 
-@metrics_router.get("/metrics", include_in_schema=False)
+@metrics_router.get("/metrics", include_in_schema=False, dependencies=[PUBLIC])
 async def metrics(request: Request) -> Response:
     async with session_scope(request.app.state.sessionmaker, write=False) as session:
         body = await sync_status.metrics(session)

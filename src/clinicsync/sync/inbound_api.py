@@ -29,13 +29,13 @@ log = get_logger(__name__)
 router = APIRouter(prefix="/api/admin/sync", tags=["sync"])
 webhook_router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
-Reviewer = Annotated[Principal, Requires(Capability.SYNC_REVIEW)]
-IntegrationManager = Annotated[Principal, Requires(Capability.INTEGRATIONS_MANAGE)]
+SyncReader = Annotated[Principal, Requires(Capability.SYNC_READ)]
+SyncManager = Annotated[Principal, Requires(Capability.SYNC_MANAGE)]
 
 
 @router.get("/conflicts", response_model=ConflictPage)
 async def list_conflicts(
-    principal: Reviewer,
+    principal: SyncReader,
     session: SessionDep,
     status: ConflictStatus | None = ConflictStatus.OPEN,
     integration_id: uuid.UUID | None = None,
@@ -49,20 +49,20 @@ async def list_conflicts(
 
 
 @router.get("/conflicts/{conflict_id}", response_model=ConflictRead)
-async def read_conflict(conflict_id: uuid.UUID, principal: Reviewer, session: SessionDep) -> ConflictRead:
+async def read_conflict(conflict_id: uuid.UUID, principal: SyncReader, session: SessionDep) -> ConflictRead:
     return ConflictRead.model_validate(await conflicts.get_conflict(session, principal, conflict_id))
 
 
 @router.post("/conflicts/{conflict_id}/resolve", response_model=ConflictRead)
 async def resolve_conflict(
-    conflict_id: uuid.UUID, body: ConflictResolve, principal: Reviewer, session: SessionDep
+    conflict_id: uuid.UUID, body: ConflictResolve, principal: SyncManager, session: SessionDep
 ) -> ConflictRead:
     return ConflictRead.model_validate(await conflicts.resolve(session, principal, conflict_id, body))
 
 
 @router.get("/audit/{record_type}/{record_id}", response_model=list[AuditEntryRead])
 async def read_audit(
-    record_type: RecordType, record_id: uuid.UUID, principal: Reviewer, session: SessionDep
+    record_type: RecordType, record_id: uuid.UUID, principal: SyncReader, session: SessionDep
 ) -> list[AuditEntryRead]:
     entries = await audit.trail(session, principal.organization_id, record_type, record_id)
     return [AuditEntryRead.model_validate(entry) for entry in entries]
@@ -70,14 +70,14 @@ async def read_audit(
 
 @router.get("/webhooks/{integration_id}", response_model=WebhookEndpointRead)
 async def read_webhook_endpoint(
-    integration_id: uuid.UUID, principal: IntegrationManager, session: SessionDep
+    integration_id: uuid.UUID, principal: SyncReader, session: SessionDep
 ) -> WebhookEndpointRead:
     return WebhookEndpointRead(**await webhooks.describe(session, principal, integration_id))
 
 
 @router.post("/webhooks/{integration_id}/secret", response_model=WebhookEndpointRead, status_code=201)
 async def issue_webhook_secret(
-    integration_id: uuid.UUID, request: Request, principal: IntegrationManager, session: SessionDep
+    integration_id: uuid.UUID, request: Request, principal: SyncManager, session: SessionDep
 ) -> WebhookEndpointRead:
     cipher = request.app.state.sync_manager.ctx.executor.cipher
     return WebhookEndpointRead(**await webhooks.issue_secret(session, cipher, principal, integration_id))
