@@ -30,7 +30,7 @@ router = APIRouter(prefix="/api/admin/sync", tags=["sync"])
 webhook_router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 SyncReader = Annotated[Principal, Requires(Capability.SYNC_READ)]
-SyncManager = Annotated[Principal, Requires(Capability.SYNC_MANAGE)]
+SyncAdmin = Annotated[Principal, Requires(Capability.SYNC_MANAGE)]
 
 
 @router.get("/conflicts", response_model=ConflictPage)
@@ -55,7 +55,7 @@ async def read_conflict(conflict_id: uuid.UUID, principal: SyncReader, session: 
 
 @router.post("/conflicts/{conflict_id}/resolve", response_model=ConflictRead)
 async def resolve_conflict(
-    conflict_id: uuid.UUID, body: ConflictResolve, principal: SyncManager, session: SessionDep
+    conflict_id: uuid.UUID, body: ConflictResolve, principal: SyncAdmin, session: SessionDep
 ) -> ConflictRead:
     return ConflictRead.model_validate(await conflicts.resolve(session, principal, conflict_id, body))
 
@@ -77,7 +77,7 @@ async def read_webhook_endpoint(
 
 @router.post("/webhooks/{integration_id}/secret", response_model=WebhookEndpointRead, status_code=201)
 async def issue_webhook_secret(
-    integration_id: uuid.UUID, request: Request, principal: SyncManager, session: SessionDep
+    integration_id: uuid.UUID, request: Request, principal: SyncAdmin, session: SessionDep
 ) -> WebhookEndpointRead:
     cipher = request.app.state.sync_manager.ctx.executor.cipher
     return WebhookEndpointRead(**await webhooks.issue_secret(session, cipher, principal, integration_id))

@@ -1,7 +1,7 @@
 """Inbound sync: conflicts, the audit trail of applied changes, webhook endpoints and events.
 
 Revision ID: 0011_inbound
-Revises: 0006_sync
+Revises: 0009_agents
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_inbound"
-down_revision = "0006_sync"
+down_revision = "0009_agents"
 branch_labels = None
 depends_on = None
 
