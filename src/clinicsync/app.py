@@ -36,6 +36,7 @@ from clinicsync.sync.inbound_api import router as inbound_router
 from clinicsync.sync.inbound_api import webhook_router
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
+from clinicsync.tenancy.throttle import LoginThrottle
 
 log = get_logger(__name__)
 
@@ -60,7 +61,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClinicSyncError)
     async def _domain_error(_request: Request, exc: ClinicSyncError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content=exc.to_body())
+        return JSONResponse(status_code=exc.status_code, content=exc.to_body(), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -130,6 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.login_throttle = LoginThrottle(
+        account_limit=settings.login_failures_per_account,
+        address_limit=settings.login_failures_per_address,
+        window_seconds=settings.login_failure_window_seconds,
+    )
     install_error_handlers(app)
     install_edge(app, settings)
 

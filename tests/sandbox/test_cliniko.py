@@ -291,10 +291,13 @@ async def test_create_appointment_defaults_end_and_returns_location(api: httpx.A
     fetched = await api.get(created["links"]["self"])
     assert fetched.json() == created
 
-    response = await api.post(
-        "/individual_appointments",
-        json={name: v for name, v in refs.items() if name != "duration"} | {"starts_at": starts.isoformat()},
-    )
+    # An offset is misread, as Cliniko was reported to do: the wall clock is taken as UTC.
+    given = {name: v for name, v in refs.items() if name != "duration"}
+    local = (starts + timedelta(days=1)).replace(tzinfo=None).isoformat(timespec="seconds")
+    misread = await api.post("/individual_appointments", json=given | {"starts_at": local + "+10:00"})
+    assert misread.status_code == 201
+    assert misread.json()["starts_at"] == local + "Z"
+    response = await api.post("/individual_appointments", json=given | {"starts_at": "tomorrow at 9"})
     assert response.status_code == 422
     assert "UTC" in response.json()["errors"]["starts_at"]
 

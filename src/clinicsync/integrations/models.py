@@ -134,8 +134,29 @@ class ApiCredential(UUIDPrimaryKey, Timestamps, Base):
     # Bumped when an admin replaces the secrets (not when a refresh token rotates), so
     # cached auth state built from the old secrets is dropped.
     secret_version: Mapped[int] = mapped_column(default=1)
+    # The host (scheme://host:port) the secrets were entered for: they are sent nowhere else, so
+    # pointing an integration at another address needs the secrets typed in again.
+    bound_host: Mapped[str | None] = mapped_column(String(300), default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     last_test_at: Mapped[datetime | None] = mapped_column(default=None)
     last_test_ok: Mapped[bool | None] = mapped_column(default=None)
     last_test_latency_ms: Mapped[int | None] = mapped_column(default=None)
     last_test_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class IntegrationRateBudget(Base):
+    """One integration's shared token bucket (see ratebudget.py); taken under the row's lock."""
+
+    __tablename__ = "integration_rate_budgets"
+
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(
+            "external_integrations.id", ondelete="CASCADE", name="fk_integration_rate_budgets_integration_id"
+        ),
+        primary_key=True,
+    )
+    tokens: Mapped[float]
+    # Seconds since the epoch: the instant `tokens` was computed for.
+    refilled_at: Mapped[float]
+    # While a live caller waits, background callers leave the next tokens to it.
+    live_waiting_until: Mapped[float] = mapped_column(default=0.0)

@@ -37,6 +37,7 @@ from clinicsync.integrations.schemas import (
     CredentialCreate,
     CredentialUpdate,
     EndpointCreate,
+    EndpointOut,
     IntegrationCreate,
     IntegrationUpdate,
     ParameterMapCreate,
@@ -341,6 +342,20 @@ async def list_endpoints(
 ) -> list[IntegrationEndpoint]:
     row = await get_integration(session, organization_id, integration_id)
     return (await load_parts(session, row))[1]
+
+
+async def endpoint_views(
+    session: AsyncSession, integration: ExternalIntegration, endpoints: list[IntegrationEndpoint]
+) -> list[EndpointOut]:
+    """Endpoint rows with the mapping each one runs with (its maps and the provider-wide ones)."""
+    definition = await build_definition(session, integration)
+    views = []
+    for endpoint in endpoints:
+        view = EndpointOut.model_validate(endpoint)
+        spec = definition.functions.get(endpoint.function_name)
+        view.mapping = definition.effective_endpoint(spec) if spec is not None else None
+        views.append(view)
+    return views
 
 
 async def _endpoint(
