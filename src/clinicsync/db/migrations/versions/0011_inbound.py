@@ -1,7 +1,7 @@
 """Inbound sync: conflicts, the audit trail of applied changes, webhook endpoints and events.
 
 Revision ID: 0011_inbound
-Revises: 0009_agents
+Revises: 0007_integrations_oauth
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_inbound"
-down_revision = "0009_agents"
+down_revision = "0007_integrations_oauth"
 branch_labels = None
 depends_on = None
 
