@@ -14,6 +14,7 @@ from clinicsync.integrations import service
 from clinicsync.integrations.credentials import cipher_for
 from clinicsync.integrations.definitions import DefinitionError, parse_definition_text
 from clinicsync.integrations.executor import IntegrationExecutor
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.schemas import (
     CredentialCreate,
     CredentialOut,
@@ -45,6 +46,12 @@ admin = APIRouter(prefix="/api/admin", tags=["integrations admin"])
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def _check_address(request: Request, base_url: str | None) -> None:
+    """A base_url naming a loopback, link-local or private address is refused unless allowed."""
+    if base_url:
+        OutboundPolicy.from_entries(_settings(request).outbound_allowlist).check_literal(base_url)
 
 
 def executor(request: Request) -> IntegrationExecutor:
@@ -104,8 +111,9 @@ async def list_integrations(session: SessionDep, principal: IntegrationManager) 
 
 @admin.post("/integrations", response_model=IntegrationOut, status_code=status.HTTP_201_CREATED)
 async def create_integration(
-    payload: IntegrationCreate, session: SessionDep, principal: IntegrationManager
+    payload: IntegrationCreate, session: SessionDep, principal: IntegrationManager, request: Request
 ) -> Any:
+    _check_address(request, payload.base_url)
     return await service.create_integration(session, principal.organization_id, payload)
 
 
@@ -154,8 +162,13 @@ async def get_definition(
 
 @admin.patch("/integrations/{integration_id}", response_model=IntegrationOut)
 async def update_integration(
-    integration_id: uuid.UUID, payload: IntegrationUpdate, session: SessionDep, principal: IntegrationManager
+    integration_id: uuid.UUID,
+    payload: IntegrationUpdate,
+    session: SessionDep,
+    principal: IntegrationManager,
+    request: Request,
 ) -> Any:
+    _check_address(request, payload.base_url)
     return await service.update_integration(session, principal.organization_id, integration_id, payload)
 
 

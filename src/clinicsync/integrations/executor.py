@@ -27,8 +27,15 @@ from clinicsync.integrations.credentials import SecretCipher, cipher_for
 from clinicsync.integrations.definitions import ProviderDefinition
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.models import ApiCredential, ExternalIntegration
+from clinicsync.integrations.outbound import CredentialHostMismatch, OutboundPolicy, origin
 from clinicsync.integrations.ratebudget import DatabaseBudget, Priority, shared_budget
-from clinicsync.integrations.runtime import CallResult, ProviderCaller, ResolvedIntegration, peek_runtime
+from clinicsync.integrations.runtime import (
+    CallResult,
+    ProviderCaller,
+    ResolvedIntegration,
+    peek_runtime,
+    render,
+)
 from clinicsync.logging import get_logger
 from clinicsync.tenancy.models import Organization
 
@@ -142,6 +149,15 @@ class IntegrationExecutor:
         definition_version = _definitions.get(row.id, ((row.revision, None), definition))[0]
         secret_version = credential.secret_version if credential else 0
         revision = f"{definition_version}:{credential_id}:{secret_version}"
+        if credential is not None and credential.bound_host is not None:
+            target = origin(render(definition.base_url, settings))
+            if target != credential.bound_host:
+                # Never send a stored secret anywhere but where it was entered for.
+                raise CredentialHostMismatch(
+                    f"the integration now points at {target}, but its credential's secrets were entered "
+                    f"for {credential.bound_host}; enter the secrets again to use them there",
+                    details={"credential_id": str(credential.id), "base_url_origin": target},
+                )
         return ResolvedIntegration(
             key=str(row.id),
             revision=revision,
@@ -149,6 +165,7 @@ class IntegrationExecutor:
             settings=settings,
             secrets=secrets,
             on_secret_update=self._secret_updater(credential_id) if credential_id else None,
+            outbound=OutboundPolicy.from_entries(self.settings.outbound_allowlist),
             budget=(
                 shared_budget(self.sessionmaker, row.id, definition.rate_limit)
                 if definition.rate_limit is not None and row.organization_id is not None

@@ -44,6 +44,7 @@ from clinicsync.integrations.definitions import (
     TransformStep,
 )
 from clinicsync.integrations.errors import IntegrationError
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.pagination import PageRequest, Paginator
 from clinicsync.integrations.ratebudget import LocalBudget, Priority, RateBudget
 from clinicsync.integrations.transforms import TransformError, apply_steps, get_path, set_path
@@ -66,6 +67,7 @@ class ResolvedIntegration:
     secrets: dict[str, str] = field(default_factory=dict)
     base_url: str | None = None
     on_secret_update: SecretUpdate | None = None
+    outbound: OutboundPolicy | None = None
     # The budget every caller of this integration shares (in the database when there is
     # one); None means a budget of this process alone.
     budget: RateBudget | None = None
@@ -120,8 +122,9 @@ class IntegrationRuntime:
         self.budget: RateBudget | None = resolved.budget
         if self.budget is None and definition.rate_limit is not None:
             self.budget = LocalBudget(definition.rate_limit)
+        hooks = {"request": [resolved.outbound.check_request]} if resolved.outbound is not None else {}
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False
+            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False, event_hooks=hooks
         )
         self.auth: AuthStrategy = build_auth(
             definition.auth, resolved.secrets, resolved.url, resolved.on_secret_update

@@ -33,6 +33,8 @@ from clinicsync.integrations.models import (
     IntegrationEndpoint,
     IntegrationParameterMap,
 )
+from clinicsync.integrations.outbound import origin
+from clinicsync.integrations.runtime import render
 from clinicsync.integrations.schemas import (
     CredentialCreate,
     CredentialUpdate,
@@ -523,6 +525,28 @@ async def _check_integration_link(
         )
 
 
+async def current_origin(
+    session: AsyncSession, organization_id: uuid.UUID, integration_id: uuid.UUID | None, provider_key: str
+) -> str | None:
+    """The scheme://host:port a credential's secrets would be sent to now (None: no provider yet)."""
+    row = await session.get(ExternalIntegration, integration_id) if integration_id is not None else None
+    if row is None:
+        row = (
+            await session.scalars(
+                select(ExternalIntegration)
+                .where(
+                    ExternalIntegration.organization_id == organization_id,
+                    ExternalIntegration.provider_key == provider_key,
+                )
+                .order_by(ExternalIntegration.location_label)
+            )
+        ).first() or await catalogue_provider(session, provider_key)
+    if row is None:
+        return None
+    definition = await build_definition(session, row)
+    return origin(render(definition.base_url, dict(definition.settings)))
+
+
 async def create_credential(
     session: AsyncSession, organization_id: uuid.UUID, payload: CredentialCreate, cipher: SecretCipher
 ) -> ApiCredential:
@@ -536,6 +560,9 @@ async def create_credential(
         secret_ciphertext=cipher.encrypt(payload.secrets),
         secret_hints=hints(payload.secrets),
         secret_version=1,
+        bound_host=await current_origin(
+            session, organization_id, payload.integration_id, payload.provider_key
+        ),
     )
     session.add(row)
     try:
@@ -565,6 +592,8 @@ async def update_credential(
         row.secret_ciphertext = cipher.encrypt(payload.secrets)
         row.secret_hints = hints(payload.secrets)
         row.secret_version += 1
+        # Secrets typed in again are bound to where the credential points now.
+        row.bound_host = await current_origin(session, organization_id, row.integration_id, row.provider_key)
         row.last_test_ok = None
         row.last_test_error = None
     await session.flush()
