@@ -225,6 +225,11 @@ class AuthSpec(_Strict):
     client_auth: Literal["body", "basic"] = "body"
     token_params_in: Literal["body", "query"] = "body"
     refresh_margin_seconds: float = Field(default=60, ge=0)
+    # oauth2_refresh_token connected by a person (authorization-code grant with PKCE)
+    authorization_url: str | None = Field(default=None, description="the provider's consent page")
+    authorization_params: dict[str, str] = Field(
+        default_factory=dict, description="extra consent-page parameters, e.g. Google's access_type: offline"
+    )
     # odfhir
     developer_key_field: str = "developer_key"
     customer_key_field: str = "customer_key"
