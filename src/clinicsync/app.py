@@ -23,6 +23,7 @@ from clinicsync.db.engine import create_engine, create_sessionmaker
 from clinicsync.deps import PUBLIC
 from clinicsync.edge.headers import SecurityHeaders
 from clinicsync.edge.limits import InputLimits
+from clinicsync.edge.openapi import document_errors
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
@@ -162,4 +163,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents_router)
     # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
     app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
+    document_errors(app)
     return app
