@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -20,6 +19,8 @@ from clinicsync.booking.schemas import (
     AppointmentTypeUpdate,
     AppointmentUpdate,
     AvailabilityInterval,
+    CalendarDate,
+    CalendarDateTime,
     OverrideCreate,
     OverrideRead,
     PatientCreate,
@@ -44,6 +45,8 @@ from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["booking"])
+# Offsets past this are refused rather than handed to the database (which overflows at 2**63).
+MAX_OFFSET = 1_000_000
 
 
 PractitionerReader = Annotated[Principal, Requires(Capability.PRACTITIONERS_READ)]
@@ -69,7 +72,7 @@ AppointmentEditor = Annotated[Principal, Requires(Capability.APPOINTMENTS_CHANGE
 WRITES_AFTER_READS = [Depends(writes_after_reads)]
 
 Limit = Annotated[int, Query(ge=1, le=500, description="At most 500 per page")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def _next_page(request: Request, response: Response, **params: str | int) -> None:
@@ -206,8 +209,8 @@ async def search_slots(
     principal: SlotSearcher,
     session: SessionDep,
     sync: SyncManagerDep,
-    from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
-    to: Annotated[date, Query(description="Last local date, inclusive; at most 92 days after from")],
+    from_: Annotated[CalendarDate, Query(alias="from", description="First local date (clinic's zone)")],
+    to: Annotated[CalendarDate, Query(description="Last local date, inclusive; at most 92 days after from")],
     practitioner_id: uuid.UUID | None = None,
     appointment_type_id: Annotated[
         uuid.UUID | None, Query(description="Its length, buffers and practitioners apply")
@@ -351,8 +354,8 @@ async def list_appointments(
     patient_id: uuid.UUID | None = None,
     status_: Annotated[list[AppointmentStatus] | None, Query(alias="status")] = None,
     booking_source: BookingSource | None = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[CalendarDateTime | None, Query(alias="from")] = None,
+    to: CalendarDateTime | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")] = None,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clinicsync.integrations.steps import TransformStep, fold_transform
 from clinicsync.integrations.sync_spec import SyncOperation, SyncOperationSpec, check_sync_section
+from clinicsync.integrations.webhook_spec import WebhookSpec
 
 PROVIDER_KEY_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 FUNCTION_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
@@ -306,6 +307,9 @@ class ProviderDefinition(_Strict):
     functions: dict[str, EndpointSpec] = Field(default_factory=dict)
     sync: dict[SyncOperation, SyncOperationSpec] = Field(
         default_factory=dict, description="which function serves each canonical sync operation"
+    )
+    webhooks: WebhookSpec | None = Field(
+        default=None, description="how the provider's change notifications are verified and read"
     )
 
     @field_validator("base_url")
