@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,8 @@ from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
 from clinicsync.integrations.service import load_catalogue
 from clinicsync.logging import configure_logging, get_logger
+from clinicsync.realtime.api import router as realtime_router
+from clinicsync.realtime.hub import Hub
 from clinicsync.tenancy.api import router as tenancy_router
 
 log = get_logger(__name__)
@@ -105,10 +108,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await load_catalogue(app.state.sessionmaker)
+        hub = Hub(
+            app.state.sessionmaker,
+            settings.database_url,
+            poll_seconds=settings.events_poll_seconds,
+            retention=timedelta(hours=settings.events_retention_hours),
+        )
+        await hub.start()
+        app.state.hub = hub
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
             yield
         finally:
+            await hub.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -134,4 +146,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenancy_router)
     app.include_router(booking_router)
     app.include_router(integrations_router)
+    app.include_router(realtime_router)
     return app

@@ -70,7 +70,11 @@ def serve(
     from clinicsync.app import create_app
 
     uvicorn.run(
-        create_app(settings), host=host or settings.host, port=port or settings.port, log_level="warning"
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,  # event streams never end by themselves
     )
 
 
@@ -90,7 +94,7 @@ def demo(
     console.print(f"Organization: {seeded.organization_name} ({seeded.time_zone})")
     console.print(f"Admin token:  {seeded.admin_token}")
     console.print(f'Try:  curl -H "Authorization: Bearer {seeded.admin_token}" {base}/api/v1/practitioners')
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 @db_app.command("upgrade")

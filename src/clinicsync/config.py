@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         default="US", description="ISO country used to read phone numbers given without a + prefix"
     )
     idempotency_ttl_hours: int = 24
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, description="SSE keep-alive interval")
+    events_retention_hours: float = Field(
+        default=168.0, gt=0, description="how long change events stay replayable for Last-Event-ID"
+    )
+    events_poll_seconds: float = Field(
+        default=5.0, gt=0, description="fallback re-read of change events when no wake-up arrives"
+    )
 
     @property
     def json_logs(self) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import Forbidden, Unauthorized
+from clinicsync.realtime.hooks import set_actor
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.principal import Principal
 
@@ -41,6 +42,23 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+async def _bearer_principal(session: AsyncSession, authorization: str | None) -> tuple[Principal, bool]:
+    if not authorization:
+        raise Unauthorized("missing Authorization header (expected: Bearer <token>)")
+    scheme, _, raw_token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not raw_token.strip():
+        raise Unauthorized("Authorization must be: Bearer <token>")
+    principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
+    set_actor(session, principal.user_id)
+    return principal, stale
+
+
+async def authenticate_request(request: Request, session: AsyncSession) -> Principal:
+    """The caller of a long-lived read (the event stream): a bearer token."""
+    principal, _stale = await _bearer_principal(session, request.headers.get("authorization"))
+    return principal
+
+
 async def get_principal(
     request: Request,
     session: SessionDep,
@@ -48,14 +66,9 @@ async def get_principal(
     authorization: Annotated[str | None, Header()] = None,
     x_organization_id: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    if not authorization:
-        raise Unauthorized("missing Authorization header (expected: Bearer <token>)")
-    scheme, _, raw_token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not raw_token.strip():
-        raise Unauthorized("Authorization must be: Bearer <token>")
     # The request's own session: one pooled connection per request, so a burst of requests
     # can never hold every connection while each waits for a second one.
-    principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
+    principal, stale = await _bearer_principal(session, authorization)
     if x_organization_id is not None:
         try:
             claimed = uuid.UUID(x_organization_id)

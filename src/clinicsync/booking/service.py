@@ -453,3 +453,14 @@ async def organization_zone(
 ) -> tuple[Organization, ZoneInfo]:
     organization = await tenancy_service.get_organization(session, organization_id)
     return organization, ZoneInfo(organization.time_zone)
+
+
+async def practitioner_id_for_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
+    """The practitioner whose login the caller is, if any."""
+    return await session.scalar(
+        select(Practitioner.id).where(
+            Practitioner.organization_id == principal.organization_id,
+            Practitioner.user_id == principal.user_id,
+            Practitioner.deleted_at.is_(None),
+        )
+    )
