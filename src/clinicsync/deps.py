@@ -53,9 +53,17 @@ async def _bearer_principal(session: AsyncSession, authorization: str | None) ->
     return principal, stale
 
 
+SESSION_COOKIE = "clinicsync_session"
+
+
 async def authenticate_request(request: Request, session: AsyncSession) -> Principal:
-    """The caller of a long-lived read (the event stream): a bearer token."""
-    principal, _stale = await _bearer_principal(session, request.headers.get("authorization"))
+    """The caller of a page or of a long-lived read (the event stream): a bearer token, or the
+    pages' session cookie (which holds a login token; EventSource can't send headers)."""
+    authorization = request.headers.get("authorization")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if authorization is None and cookie:
+        authorization = f"Bearer {cookie}"
+    principal, _stale = await _bearer_principal(session, authorization)
     return principal
 
 

@@ -14,9 +14,7 @@ from clinicsync.deps import authenticate_request, get_sessionmaker
 from clinicsync.errors import ValidationFailed
 from clinicsync.realtime import service
 from clinicsync.realtime.hub import Hub, Subscriber
-from clinicsync.realtime.models import ChangeEvent
-from clinicsync.realtime.schemas import ChangeEventRead
-from clinicsync.realtime.service import Audience
+from clinicsync.realtime.service import Audience, Delivery
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -47,14 +45,11 @@ def resume_point(
     return value
 
 
-def _message(event: ChangeEvent) -> ServerSentEvent:
-    return ServerSentEvent(
-        id=str(event.id),
-        data=ChangeEventRead.model_validate(event).model_dump(mode="json"),
-    )
+def _message(event: Delivery) -> ServerSentEvent:
+    return ServerSentEvent(id=str(event.id), raw_data=event.data)
 
 
-async def _replay(request: Request, audience: Audience, after_id: int) -> list[ChangeEvent]:
+async def _replay(request: Request, audience: Audience, after_id: int) -> list[Delivery]:
     async with session_scope(get_sessionmaker(request), write=False) as session:
         return await service.replay(session, audience, after_id)
 
@@ -98,7 +93,8 @@ async def stream_events(
                 caught_up = len(batch) < 500
                 continue
             try:
-                event = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+                async with asyncio.timeout(heartbeat):
+                    event = await subscriber.queue.get()
             except TimeoutError:
                 yield ServerSentEvent(comment="heartbeat")
                 continue

@@ -18,8 +18,7 @@ from clinicsync.db.engine import session_scope
 from clinicsync.logging import get_logger
 from clinicsync.realtime import service
 from clinicsync.realtime.hooks import CHANNEL, add_commit_listener, remove_commit_listener
-from clinicsync.realtime.models import ChangeEvent
-from clinicsync.realtime.service import Audience
+from clinicsync.realtime.service import Audience, Delivery
 
 log = get_logger(__name__)
 
@@ -30,11 +29,11 @@ SUBSCRIBER_QUEUE_SIZE = 1000
 class Subscriber:
     audience: Audience
     start_id: int
-    queue: asyncio.Queue[ChangeEvent] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE_SIZE))
+    queue: asyncio.Queue[Delivery] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE_SIZE))
     # Set when the queue overflowed: the stream catches up from the database instead.
     overflowed: bool = False
 
-    def offer(self, event: ChangeEvent) -> None:
+    def offer(self, event: Delivery) -> None:
         if self.overflowed or not self.audience.allows(event):
             return
         try:

@@ -12,12 +12,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking import service as booking_service
 from clinicsync.realtime.models import ChangeEvent
+from clinicsync.realtime.schemas import ChangeEventRead
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.principal import Principal
 
 # Schedules hold no personal data and keep a service account's view of free slots current.
 SCHEDULE_ENTITIES = frozenset({"availability", "availability_override", "practitioner"})
 ORGANIZATION_WIDE_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.STAFF})
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event ready to send: the fields audiences filter on and its JSON, serialized once for
+    every subscriber."""
+
+    id: int
+    organization_id: uuid.UUID
+    entity: str
+    practitioner_id: uuid.UUID | None
+    owner_user_id: uuid.UUID | None
+    data: str
+
+    @classmethod
+    def of(cls, event: ChangeEvent) -> Delivery:
+        data = ChangeEventRead.model_validate(event).model_dump_json()
+        return cls(
+            event.id, event.organization_id, event.entity, event.practitioner_id, event.owner_user_id, data
+        )
 
 
 @dataclass(frozen=True)
@@ -29,7 +50,7 @@ class Audience:
     user_id: uuid.UUID
     practitioner_id: uuid.UUID | None = None
 
-    def allows(self, event: ChangeEvent) -> bool:
+    def allows(self, event: ChangeEvent | Delivery) -> bool:
         if event.organization_id != self.organization_id:
             return False
         if self.role in ORGANIZATION_WIDE_ROLES:
@@ -62,19 +83,19 @@ async def audience_for(session: AsyncSession, principal: Principal) -> Audience:
 
 async def replay(
     session: AsyncSession, audience: Audience, after_id: int, *, limit: int = 500
-) -> list[ChangeEvent]:
+) -> list[Delivery]:
     query = (
         select(ChangeEvent)
         .where(audience.condition(), ChangeEvent.id > after_id)
         .order_by(ChangeEvent.id)
         .limit(limit)
     )
-    return list(await session.scalars(query))
+    return [Delivery.of(event) for event in await session.scalars(query)]
 
 
 async def fetch_new(
     session: AsyncSession, cursors: Mapping[uuid.UUID, int], *, limit: int = 500
-) -> list[ChangeEvent]:
+) -> list[Delivery]:
     """Events after each organization's cursor, in id order."""
     if not cursors:
         return []
@@ -85,7 +106,7 @@ async def fetch_new(
         )
     )
     query = select(ChangeEvent).where(condition).order_by(ChangeEvent.id).limit(limit)
-    return list(await session.scalars(query))
+    return [Delivery.of(event) for event in await session.scalars(query)]
 
 
 async def latest_id(session: AsyncSession, organization_id: uuid.UUID) -> int:
