@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,6 +18,9 @@ from clinicsync.booking.api import router as booking_router
 from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker
+from clinicsync.deps import PUBLIC
+from clinicsync.edge.limits import InputLimits
+from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
 from clinicsync.integrations.service import load_catalogue
@@ -68,32 +70,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _error(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", error_type=type(exc).__name__)
-        return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
+    # Unexpected exceptions are answered and logged once by edge.requests.RequestContext.
 
 
-def install_request_logging(app: FastAPI) -> None:
-    """One line per request: method, route template, status and duration.
-
-    The route template (``/api/v1/patients/{patient_id}``) is logged instead of the URL, and
-    query strings never are, so names or phone numbers typed into a search stay out of logs.
-    """
-
-    @app.middleware("http")
-    async def _log_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        log.info(
-            "request",
-            method=request.method,
-            route=getattr(route, "path", "unmatched"),
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        return response
+def install_edge(app: FastAPI, settings: Settings) -> None:
+    """Middleware, innermost first: input limits, then request ids, the access log and 500s."""
+    app.add_middleware(InputLimits, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -131,9 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    install_request_logging(app)
+    install_edge(app, settings)
 
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], dependencies=[PUBLIC])
     async def health(request: Request) -> JSONResponse:
         try:
             async with request.app.state.engine.connect() as connection:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(
         default=5.0, gt=0, description="fallback re-read of change events when no wake-up arrives"
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
+    )
 
     @property
     def json_logs(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import Forbidden, Unauthorized
 from clinicsync.realtime.hooks import set_actor
+from clinicsync.tenancy import permissions
 from clinicsync.tenancy import service as tenancy_service
+from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -96,11 +98,38 @@ async def _touch_token(sessionmaker: async_sessionmaker[AsyncSession], token_id:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+"""The authenticated caller, with no permission checked: routes take ``Requires(...)`` instead."""
 
 
-async def get_admin(principal: PrincipalDep) -> Principal:
-    tenancy_service.require_admin(principal)
-    return principal
+class Authorize:
+    """The dependency behind ``Requires``: authenticates, then checks the role x capability table.
+
+    The permission matrix test finds a route's rule by looking for this class among the route's
+    dependencies, so every route's rule is visible without calling it.
+    """
+
+    def __init__(self, capability: Capability) -> None:
+        self.capability = capability
+
+    async def __call__(self, principal: PrincipalDep) -> Principal:
+        permissions.check(principal, self.capability)
+        return principal
+
+    def __repr__(self) -> str:
+        return f"Requires({self.capability.value})"
 
 
-AdminDep = Annotated[Principal, Depends(get_admin)]
+def Requires(capability: Capability) -> Any:
+    """``principal: Annotated[Principal, Requires(Capability.X)]``: the caller, allowed to do X."""
+    return Depends(Authorize(capability))
+
+
+async def _public() -> None:
+    """Marks a route that needs no login (health, login, the API reference)."""
+
+
+PUBLIC = Depends(_public)
+"""``dependencies=[PUBLIC]`` on a route that anyone may call."""
+
+# Owner/admin-only routes that have no capability of their own yet.
+AdminDep = Annotated[Principal, Requires(Capability.ADMINISTER)]

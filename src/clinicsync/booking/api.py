@@ -31,10 +31,27 @@ from clinicsync.booking.schemas import (
     WeeklyAvailability,
     WeeklyAvailabilityRead,
 )
-from clinicsync.deps import AdminDep, PrincipalDep, SessionDep
+from clinicsync.deps import Requires, SessionDep
 from clinicsync.errors import ValidationFailed
+from clinicsync.tenancy.permissions import Capability
+from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["booking"])
+
+
+PractitionerReader = Annotated[Principal, Requires(Capability.PRACTITIONERS_READ)]
+PractitionerManager = Annotated[Principal, Requires(Capability.PRACTITIONERS_MANAGE)]
+AvailabilityReader = Annotated[Principal, Requires(Capability.AVAILABILITY_READ)]
+AvailabilityManager = Annotated[Principal, Requires(Capability.AVAILABILITY_MANAGE)]
+SlotSearcher = Annotated[Principal, Requires(Capability.SLOTS_SEARCH)]
+PatientLister = Annotated[Principal, Requires(Capability.PATIENTS_LIST)]
+PatientReader = Annotated[Principal, Requires(Capability.PATIENTS_READ)]
+PatientRegistrar = Annotated[Principal, Requires(Capability.PATIENTS_REGISTER)]
+PatientEditor = Annotated[Principal, Requires(Capability.PATIENTS_UPDATE)]
+AppointmentLister = Annotated[Principal, Requires(Capability.APPOINTMENTS_LIST)]
+AppointmentReader = Annotated[Principal, Requires(Capability.APPOINTMENTS_READ)]
+Booker = Annotated[Principal, Requires(Capability.APPOINTMENTS_BOOK)]
+AppointmentEditor = Annotated[Principal, Requires(Capability.APPOINTMENTS_CHANGE)]
 
 
 def _etag(version: int) -> str:
@@ -54,37 +71,41 @@ def _parse_if_match(if_match: str | None) -> int | None:
 
 
 @router.get("/practitioners", response_model=list[PractitionerRead])
-async def list_practitioners(principal: PrincipalDep, session: SessionDep) -> object:
+async def list_practitioners(principal: PractitionerReader, session: SessionDep) -> object:
     return await service.list_practitioners(session, principal)
 
 
 @router.post("/practitioners", response_model=PractitionerRead, status_code=status.HTTP_201_CREATED)
-async def create_practitioner(body: PractitionerCreate, principal: AdminDep, session: SessionDep) -> object:
+async def create_practitioner(
+    body: PractitionerCreate, principal: PractitionerManager, session: SessionDep
+) -> object:
     return await service.create_practitioner(session, principal, body)
 
 
 @router.get("/practitioners/{practitioner_id}", response_model=PractitionerRead)
 async def read_practitioner(
-    practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, principal: PractitionerReader, session: SessionDep
 ) -> object:
     return await service.get_practitioner(session, principal, practitioner_id)
 
 
 @router.patch("/practitioners/{practitioner_id}", response_model=PractitionerRead)
 async def update_practitioner(
-    practitioner_id: uuid.UUID, body: PractitionerUpdate, principal: AdminDep, session: SessionDep
+    practitioner_id: uuid.UUID, body: PractitionerUpdate, principal: PractitionerManager, session: SessionDep
 ) -> object:
     return await service.update_practitioner(session, principal, practitioner_id, body)
 
 
 @router.delete("/practitioners/{practitioner_id}", response_model=PractitionerRemoved)
-async def remove_practitioner(practitioner_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> object:
+async def remove_practitioner(
+    practitioner_id: uuid.UUID, principal: PractitionerManager, session: SessionDep
+) -> object:
     return await service.remove_practitioner(session, principal, practitioner_id)
 
 
 @router.get("/practitioners/{practitioner_id}/availability", response_model=WeeklyAvailabilityRead)
 async def read_availability(
-    practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, principal: AvailabilityReader, session: SessionDep
 ) -> object:
     rules = await service.get_weekly(session, principal, practitioner_id)
     return WeeklyAvailabilityRead(
@@ -95,7 +116,7 @@ async def read_availability(
 
 @router.put("/practitioners/{practitioner_id}/availability", response_model=WeeklyAvailabilityRead)
 async def replace_availability(
-    practitioner_id: uuid.UUID, body: WeeklyAvailability, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, body: WeeklyAvailability, principal: AvailabilityManager, session: SessionDep
 ) -> object:
     rules = await service.replace_weekly(session, principal, practitioner_id, body)
     return WeeklyAvailabilityRead(
@@ -105,7 +126,9 @@ async def replace_availability(
 
 
 @router.get("/practitioners/{practitioner_id}/overrides", response_model=list[OverrideRead])
-async def list_overrides(practitioner_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+async def list_overrides(
+    practitioner_id: uuid.UUID, principal: AvailabilityReader, session: SessionDep
+) -> object:
     return await service.list_overrides(session, principal, practitioner_id)
 
 
@@ -115,7 +138,7 @@ async def list_overrides(practitioner_id: uuid.UUID, principal: PrincipalDep, se
     status_code=status.HTTP_201_CREATED,
 )
 async def add_override(
-    practitioner_id: uuid.UUID, body: OverrideCreate, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, body: OverrideCreate, principal: AvailabilityManager, session: SessionDep
 ) -> object:
     return await service.add_override(session, principal, practitioner_id, body)
 
@@ -124,7 +147,7 @@ async def add_override(
     "/practitioners/{practitioner_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT
 )
 async def delete_override(
-    practitioner_id: uuid.UUID, override_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
+    practitioner_id: uuid.UUID, override_id: uuid.UUID, principal: AvailabilityManager, session: SessionDep
 ) -> None:
     await service.delete_override(session, principal, practitioner_id, override_id)
 
@@ -134,7 +157,7 @@ async def delete_override(
 
 @router.get("/slots", response_model=SlotSearchResult)
 async def search_slots(
-    principal: PrincipalDep,
+    principal: SlotSearcher,
     session: SessionDep,
     from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
     to: Annotated[date, Query(description="Last local date, inclusive")],
@@ -158,7 +181,7 @@ async def search_slots(
 
 @router.get("/patients", response_model=list[PatientRead])
 async def list_patients(
-    principal: PrincipalDep,
+    principal: PatientLister,
     session: SessionDep,
     search: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -168,18 +191,18 @@ async def list_patients(
 
 
 @router.post("/patients", response_model=PatientRead, status_code=status.HTTP_201_CREATED)
-async def create_patient(body: PatientCreate, principal: PrincipalDep, session: SessionDep) -> object:
+async def create_patient(body: PatientCreate, principal: PatientRegistrar, session: SessionDep) -> object:
     return await service.create_patient(session, principal, body)
 
 
 @router.get("/patients/{patient_id}", response_model=PatientRead)
-async def read_patient(patient_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> object:
+async def read_patient(patient_id: uuid.UUID, principal: PatientReader, session: SessionDep) -> object:
     return await service.get_patient(session, principal, patient_id)
 
 
 @router.patch("/patients/{patient_id}", response_model=PatientRead)
 async def update_patient(
-    patient_id: uuid.UUID, body: PatientUpdate, principal: PrincipalDep, session: SessionDep
+    patient_id: uuid.UUID, body: PatientUpdate, principal: PatientEditor, session: SessionDep
 ) -> object:
     return await service.update_patient(session, principal, patient_id, body)
 
@@ -189,7 +212,7 @@ async def update_patient(
 
 @router.get("/appointments", response_model=AppointmentPage)
 async def list_appointments(
-    principal: PrincipalDep,
+    principal: AppointmentLister,
     session: SessionDep,
     practitioner_id: uuid.UUID | None = None,
     patient_id: uuid.UUID | None = None,
@@ -226,7 +249,7 @@ async def list_appointments(
 @router.post("/appointments", response_model=AppointmentRead, status_code=status.HTTP_201_CREATED)
 async def create_appointment(
     body: AppointmentCreate,
-    principal: PrincipalDep,
+    principal: Booker,
     session: SessionDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
@@ -242,7 +265,7 @@ async def create_appointment(
 
 @router.get("/appointments/by-reference/{reference}", response_model=AppointmentRead)
 async def read_by_reference(
-    reference: str, principal: PrincipalDep, session: SessionDep, response: Response
+    reference: str, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
     appointment = await appointments.get_by_reference(session, principal, reference)
     response.headers["ETag"] = _etag(appointment.version)
@@ -251,7 +274,7 @@ async def read_by_reference(
 
 @router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
 async def read_appointment(
-    appointment_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, response: Response
+    appointment_id: uuid.UUID, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
     appointment = await appointments.get_appointment(session, principal, appointment_id)
     response.headers["ETag"] = _etag(appointment.version)
@@ -262,7 +285,7 @@ async def read_appointment(
 async def update_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentUpdate,
-    principal: PrincipalDep,
+    principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
@@ -278,7 +301,7 @@ async def update_appointment(
 async def cancel_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentCancel,
-    principal: PrincipalDep,
+    principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,

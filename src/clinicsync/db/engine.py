@@ -55,6 +55,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine whose errors never quote the statement's parameters (patients' details)."""
+    kwargs.setdefault("hide_parameters", True)
     async_url = async_database_url(url)
     parsed = make_url(async_url)
     if parsed.get_backend_name() == "sqlite":

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 
 from clinicsync.config import Settings
-from clinicsync.deps import AdminDep, PrincipalDep, SessionDep, get_sessionmaker, writes_in_own_transactions
+from clinicsync.deps import Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.errors import ValidationFailed
 from clinicsync.integrations import service
 from clinicsync.integrations.credentials import cipher_for
@@ -31,6 +31,12 @@ from clinicsync.integrations.schemas import (
     ParameterMapOut,
     ParameterMapUpdate,
 )
+from clinicsync.tenancy.permissions import Capability
+from clinicsync.tenancy.principal import Principal
+
+IntegrationManager = Annotated[Principal, Requires(Capability.INTEGRATIONS_MANAGE)]
+CredentialManager = Annotated[Principal, Requires(Capability.CREDENTIALS_MANAGE)]
+PmsRunner = Annotated[Principal, Requires(Capability.PMS_RUN)]
 
 router = APIRouter(tags=["integrations"])
 admin = APIRouter(prefix="/api/admin", tags=["integrations admin"])
@@ -54,7 +60,7 @@ def executor(request: Request) -> IntegrationExecutor:
     dependencies=[Depends(writes_in_own_transactions)],
 )
 async def run_function(
-    provider: str, payload: ExecuteRequest, principal: PrincipalDep, request: Request
+    provider: str, payload: ExecuteRequest, principal: PmsRunner, request: Request
 ) -> ExecuteResponse:
     """Run one of the provider's functions for the caller's organization; returns mapped records."""
     resolution, result = await executor(request).execute(
@@ -77,7 +83,7 @@ async def run_function(
 
 @router.get("/api/integrations/{provider}", response_model=IntegrationStatus)
 async def integration_status(
-    provider: str, principal: PrincipalDep, request: Request, location: str | None = None
+    provider: str, principal: PmsRunner, request: Request, location: str | None = None
 ) -> dict[str, Any]:
     return await executor(request).status(principal.organization_id, provider, location)
 
@@ -86,20 +92,22 @@ async def integration_status(
 
 
 @admin.get("/integrations", response_model=list[IntegrationOut])
-async def list_integrations(session: SessionDep, principal: AdminDep) -> Any:
+async def list_integrations(session: SessionDep, principal: IntegrationManager) -> Any:
     """The organization's integrations, then the catalogue providers (read-only)."""
     return await service.list_integrations(session, principal.organization_id)
 
 
 @admin.post("/integrations", response_model=IntegrationOut, status_code=status.HTTP_201_CREATED)
-async def create_integration(payload: IntegrationCreate, session: SessionDep, principal: AdminDep) -> Any:
+async def create_integration(
+    payload: IntegrationCreate, session: SessionDep, principal: IntegrationManager
+) -> Any:
     return await service.create_integration(session, principal.organization_id, payload)
 
 
 @admin.post("/integrations/definitions", response_model=IntegrationOut, status_code=status.HTTP_201_CREATED)
 async def upload_definition(
     session: SessionDep,
-    principal: AdminDep,
+    principal: IntegrationManager,
     document: Annotated[
         str, Body(media_type="application/yaml", description="a provider definition (YAML or JSON)")
     ],
@@ -123,12 +131,16 @@ async def upload_definition(
 
 
 @admin.get("/integrations/{integration_id}", response_model=IntegrationOut)
-async def get_integration(integration_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Any:
+async def get_integration(
+    integration_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
+) -> Any:
     return await service.get_integration(session, principal.organization_id, integration_id)
 
 
 @admin.get("/integrations/{integration_id}/definition")
-async def get_definition(integration_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Any:
+async def get_definition(
+    integration_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
+) -> Any:
     """The effective definition: the catalogue provider's with this integration's overrides."""
     row = await service.get_integration(session, principal.organization_id, integration_id)
     definition = await service.build_definition(session, row)
@@ -137,13 +149,15 @@ async def get_definition(integration_id: uuid.UUID, session: SessionDep, princip
 
 @admin.patch("/integrations/{integration_id}", response_model=IntegrationOut)
 async def update_integration(
-    integration_id: uuid.UUID, payload: IntegrationUpdate, session: SessionDep, principal: AdminDep
+    integration_id: uuid.UUID, payload: IntegrationUpdate, session: SessionDep, principal: IntegrationManager
 ) -> Any:
     return await service.update_integration(session, principal.organization_id, integration_id, payload)
 
 
 @admin.delete("/integrations/{integration_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_integration(integration_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Response:
+async def delete_integration(
+    integration_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
+) -> Response:
     await service.delete_integration(session, principal.organization_id, integration_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -152,7 +166,9 @@ async def delete_integration(integration_id: uuid.UUID, session: SessionDep, pri
 
 
 @admin.get("/integrations/{integration_id}/endpoints", response_model=list[EndpointOut])
-async def list_endpoints(integration_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Any:
+async def list_endpoints(
+    integration_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
+) -> Any:
     return await service.list_endpoints(session, principal.organization_id, integration_id)
 
 
@@ -162,7 +178,7 @@ async def list_endpoints(integration_id: uuid.UUID, session: SessionDep, princip
     status_code=status.HTTP_201_CREATED,
 )
 async def create_endpoint(
-    integration_id: uuid.UUID, payload: EndpointCreate, session: SessionDep, principal: AdminDep
+    integration_id: uuid.UUID, payload: EndpointCreate, session: SessionDep, principal: IntegrationManager
 ) -> Any:
     return await service.create_endpoint(session, principal.organization_id, integration_id, payload)
 
@@ -173,7 +189,7 @@ async def replace_endpoint(
     endpoint_id: uuid.UUID,
     payload: EndpointCreate,
     session: SessionDep,
-    principal: AdminDep,
+    principal: IntegrationManager,
 ) -> Any:
     return await service.replace_endpoint(
         session, principal.organization_id, integration_id, endpoint_id, payload
@@ -184,7 +200,7 @@ async def replace_endpoint(
     "/integrations/{integration_id}/endpoints/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT
 )
 async def delete_endpoint(
-    integration_id: uuid.UUID, endpoint_id: uuid.UUID, session: SessionDep, principal: AdminDep
+    integration_id: uuid.UUID, endpoint_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
 ) -> Response:
     await service.delete_endpoint(session, principal.organization_id, integration_id, endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -194,7 +210,7 @@ async def delete_endpoint(
 
 
 @admin.get("/integrations/{integration_id}/parameter-maps", response_model=list[ParameterMapOut])
-async def list_maps(integration_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Any:
+async def list_maps(integration_id: uuid.UUID, session: SessionDep, principal: IntegrationManager) -> Any:
     return await service.list_maps(session, principal.organization_id, integration_id)
 
 
@@ -204,7 +220,7 @@ async def list_maps(integration_id: uuid.UUID, session: SessionDep, principal: A
     status_code=status.HTTP_201_CREATED,
 )
 async def create_map(
-    integration_id: uuid.UUID, payload: ParameterMapCreate, session: SessionDep, principal: AdminDep
+    integration_id: uuid.UUID, payload: ParameterMapCreate, session: SessionDep, principal: IntegrationManager
 ) -> Any:
     return await service.create_map(session, principal.organization_id, integration_id, payload)
 
@@ -215,7 +231,7 @@ async def update_map(
     map_id: uuid.UUID,
     payload: ParameterMapUpdate,
     session: SessionDep,
-    principal: AdminDep,
+    principal: IntegrationManager,
 ) -> Any:
     return await service.update_map(session, principal.organization_id, integration_id, map_id, payload)
 
@@ -224,7 +240,7 @@ async def update_map(
     "/integrations/{integration_id}/parameter-maps/{map_id}", status_code=status.HTTP_204_NO_CONTENT
 )
 async def delete_map(
-    integration_id: uuid.UUID, map_id: uuid.UUID, session: SessionDep, principal: AdminDep
+    integration_id: uuid.UUID, map_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
 ) -> Response:
     await service.delete_map(session, principal.organization_id, integration_id, map_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -234,13 +250,13 @@ async def delete_map(
 
 
 @admin.get("/api-credentials", response_model=list[CredentialOut])
-async def list_credentials(session: SessionDep, principal: AdminDep) -> Any:
+async def list_credentials(session: SessionDep, principal: CredentialManager) -> Any:
     return await service.list_credentials(session, principal.organization_id)
 
 
 @admin.post("/api-credentials", response_model=CredentialOut, status_code=status.HTTP_201_CREATED)
 async def create_credential(
-    payload: CredentialCreate, session: SessionDep, principal: AdminDep, request: Request
+    payload: CredentialCreate, session: SessionDep, principal: CredentialManager, request: Request
 ) -> Any:
     return await service.create_credential(
         session, principal.organization_id, payload, cipher_for(_settings(request))
@@ -248,7 +264,7 @@ async def create_credential(
 
 
 @admin.get("/api-credentials/{credential_id}", response_model=CredentialOut)
-async def get_credential(credential_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Any:
+async def get_credential(credential_id: uuid.UUID, session: SessionDep, principal: CredentialManager) -> Any:
     return await service.get_credential(session, principal.organization_id, credential_id)
 
 
@@ -257,7 +273,7 @@ async def update_credential(
     credential_id: uuid.UUID,
     payload: CredentialUpdate,
     session: SessionDep,
-    principal: AdminDep,
+    principal: CredentialManager,
     request: Request,
 ) -> Any:
     return await service.update_credential(
@@ -266,7 +282,9 @@ async def update_credential(
 
 
 @admin.delete("/api-credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_credential(credential_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> Response:
+async def delete_credential(
+    credential_id: uuid.UUID, session: SessionDep, principal: CredentialManager
+) -> Response:
     await service.delete_credential(session, principal.organization_id, credential_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -277,7 +295,7 @@ async def delete_credential(credential_id: uuid.UUID, session: SessionDep, princ
     dependencies=[Depends(writes_in_own_transactions)],
 )
 async def test_credential(
-    credential_id: uuid.UUID, principal: AdminDep, request: Request
+    credential_id: uuid.UUID, principal: CredentialManager, request: Request
 ) -> CredentialTestResult:
     """Call the provider's declared test function with this credential."""
     outcome = await executor(request).test_credential(principal.organization_id, credential_id)

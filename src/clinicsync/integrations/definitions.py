@@ -19,7 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from clinicsync.integrations.transforms import TRANSFORMS
+from clinicsync.integrations.steps import TransformStep, fold_transform
+from clinicsync.integrations.sync_spec import SyncOperation, SyncOperationSpec, check_sync_section
 
 PROVIDER_KEY_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 FUNCTION_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
@@ -55,33 +56,6 @@ class Direction(StrEnum):
     OUT = "out"
 
 
-class TransformStep(_Strict):
-    name: str
-    args: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in TRANSFORMS:
-            raise ValueError(f"unknown transform {value!r}; known: {', '.join(sorted(TRANSFORMS))}")
-        return value
-
-
-def _normalise_transform(value: Any, args: Any) -> list[TransformStep]:
-    """Accept `transform: name` + `args:`, or `transform: [{name, args}, ...]`."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [TransformStep(name=value, args=args or {})]
-    if isinstance(value, list):
-        return [
-            TransformStep(name=item) if isinstance(item, str) else TransformStep(**item) for item in value
-        ]
-    if isinstance(value, dict):
-        return [TransformStep(**value)]
-    raise ValueError("transform must be a name, a {name, args} mapping or a list of them")
-
-
 class ParameterSpec(_Strict):
     """One input of a function, named as clinicsync names it."""
 
@@ -97,11 +71,7 @@ class ParameterSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _fold_transform(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ("transform" in data or "args" in data):
-            data = dict(data)
-            args = data.pop("args", None)
-            data["transform"] = _normalise_transform(data.get("transform"), args)
-        return data
+        return fold_transform(data)
 
     @property
     def external_name(self) -> str:
@@ -120,11 +90,7 @@ class FieldSpec(_Strict):
     def _short_form(cls, data: Any) -> Any:
         if isinstance(data, str):
             return {"from": data}
-        if isinstance(data, dict) and ("transform" in data or "args" in data):
-            data = dict(data)
-            args = data.pop("args", None)
-            data["transform"] = _normalise_transform(data.get("transform"), args)
-        return data
+        return fold_transform(data)
 
 
 class ParameterMapSpec(_Strict):
@@ -138,11 +104,7 @@ class ParameterMapSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _fold_transform(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ("transform" in data or "args" in data):
-            data = dict(data)
-            args = data.pop("args", None)
-            data["transform"] = _normalise_transform(data.get("transform"), args)
-        return data
+        return fold_transform(data)
 
 
 class PaginationStyle(StrEnum):
@@ -337,6 +299,9 @@ class ProviderDefinition(_Strict):
     test_function: str | None = None
     parameter_maps: list[ParameterMapSpec] = Field(default_factory=list)
     functions: dict[str, EndpointSpec] = Field(default_factory=dict)
+    sync: dict[SyncOperation, SyncOperationSpec] = Field(
+        default_factory=dict, description="which function serves each canonical sync operation"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -374,13 +339,17 @@ def parse_definition(data: Any, source: str = "<definition>") -> ProviderDefinit
     if not isinstance(data, dict):
         raise DefinitionError(source, [("", "a provider definition must be a mapping")])
     try:
-        return ProviderDefinition.model_validate(data)
+        definition = ProviderDefinition.model_validate(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             message = error["msg"].removeprefix("Value error, ")
             problems.append((_location(error["loc"]), message))
         raise DefinitionError(source, problems) from None
+    sync_problems = check_sync_section(definition.sync, definition.functions)
+    if sync_problems:
+        raise DefinitionError(source, sync_problems)
+    return definition
 
 
 def parse_definition_text(text: str, source: str = "<definition>") -> ProviderDefinition:

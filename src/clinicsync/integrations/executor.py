@@ -144,6 +144,21 @@ class IntegrationExecutor:
             resolved = await self._resolve_row(session, organization_id, row, credential, definition)
         return Resolution(row, credential, resolved)
 
+    async def resolve_id(self, organization_id: uuid.UUID, integration_id: uuid.UUID) -> Resolution:
+        """Like :meth:`resolve`, for callers that hold an integration's id (one of several locations)."""
+        async with session_scope(self.sessionmaker, write=False) as session:
+            row = await session.get(ExternalIntegration, integration_id)
+            if row is None or row.organization_id != organization_id:
+                raise NotFound(f"integration {integration_id} not found")
+            if not row.enabled:
+                raise Conflict(
+                    f"the {row.provider_key!r} integration is disabled", code="integration_disabled"
+                )
+            definition = await self._definition(session, row)
+            credential = await service.credential_for(session, organization_id, row)
+            resolved = await self._resolve_row(session, organization_id, row, credential, definition)
+        return Resolution(row, credential, resolved)
+
     def _secret_updater(self, credential_id: uuid.UUID) -> Any:
         async def store(changed: dict[str, str]) -> None:
             # A rotated refresh token must be saved before the old one stops working.

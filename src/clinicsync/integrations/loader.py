@@ -59,7 +59,15 @@ def integration_columns(definition: ProviderDefinition) -> dict[str, Any]:
             "retry": definition.retry.model_dump(exclude_defaults=True),
             "timeout_seconds": definition.timeout_seconds,
             "test_function": definition.test_function,
+            "sync": sync_columns(definition),
         },
+    }
+
+
+def sync_columns(definition: ProviderDefinition) -> dict[str, Any]:
+    return {
+        operation.value: spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        for operation, spec in definition.sync.items()
     }
 
 
@@ -209,6 +217,7 @@ def _provider_document(row: ExternalIntegration) -> dict[str, Any]:
         "retry": options.get("retry") or {},
         "pagination": {"style": row.pagination_style or "none", **(row.pagination_settings or {})},
         "test_function": options.get("test_function"),
+        "sync": options.get("sync") or {},
     }
     if options.get("timeout_seconds"):
         document["timeout_seconds"] = options["timeout_seconds"]
@@ -246,6 +255,8 @@ def _overlay(base: dict[str, Any], row: ExternalIntegration) -> dict[str, Any]:
         if options.get(key):
             document[key] = options[key]
     document["settings"] = {**base.get("settings", {}), **(row.settings or {})}
+    # A clinic may serve an operation with a function of its own, operation by operation.
+    document["sync"] = {**base.get("sync", {}), **(options.get("sync") or {})}
     return document
 
 

@@ -315,7 +315,15 @@ def prepare_request(
                 path_values[external] = quote(str(value), safe="")
                 path_values[spec.name] = path_values[external]
             case ParamLocation.QUERY:
-                query[external] = value
+                if external in query:
+                    # Several parameters of one repeated query name (Cliniko's q[]) add up.
+                    prior, extra = query[external], value
+                    query[external] = [
+                        *(prior if isinstance(prior, list) else [prior]),
+                        *(extra if isinstance(extra, list) else [extra]),
+                    ]
+                else:
+                    query[external] = value
             case ParamLocation.BODY:
                 set_path(body, external, value)
             case ParamLocation.HEADER:

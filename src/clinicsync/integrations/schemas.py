@@ -16,6 +16,7 @@ from clinicsync.integrations.definitions import (
     RateLimitSpec,
     RetrySpec,
 )
+from clinicsync.integrations.sync_spec import SyncOperation, SyncOperationSpec
 from clinicsync.integrations.transforms import TRANSFORMS
 
 
@@ -41,6 +42,9 @@ class IntegrationCreate(_Input):
     retry: RetrySpec | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     test_function: str | None = None
+    sync: dict[SyncOperation, SyncOperationSpec] | None = Field(
+        default=None, description="which function serves each sync operation (see docs/providers.md)"
+    )
 
 
 class IntegrationUpdate(_Input):
@@ -57,6 +61,9 @@ class IntegrationUpdate(_Input):
     retry: RetrySpec | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     test_function: str | None = None
+    sync: dict[SyncOperation, SyncOperationSpec] | None = Field(
+        default=None, description="replaces this integration's own sync section"
+    )
 
 
 class IntegrationOut(BaseModel):

@@ -264,7 +264,7 @@ def _apply_common(row: ExternalIntegration, data: dict[str, Any]) -> None:
         row.pagination_style = pagination.pop("style", "none")
         row.pagination_settings = pagination
     options = dict(row.options or {})
-    for key in ("headers", "retry", "timeout_seconds", "test_function"):
+    for key in ("headers", "retry", "timeout_seconds", "test_function", "sync"):
         if data.get(key) is not None:
             options[key] = data[key]
     row.options = options

@@ -324,6 +324,14 @@ def _wrap(value: Any, args: Mapping[str, Any]) -> Any:
     return wrapped
 
 
+@_register("as_list")
+def _as_list(value: Any, args: Mapping[str, Any]) -> Any:
+    """A one-item list of the value (Cliniko's patient_phone_numbers, Ascend's phones)."""
+    if value is None:
+        return None
+    return value if isinstance(value, list) else [value]
+
+
 @_register("join")
 def _join(value: Any, args: Mapping[str, Any]) -> Any:
     if value is None:

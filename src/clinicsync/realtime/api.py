@@ -10,22 +10,29 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from clinicsync.db.engine import session_scope
-from clinicsync.deps import authenticate_request, get_sessionmaker
+from clinicsync.deps import Authorize, authenticate_request, get_sessionmaker
 from clinicsync.errors import ValidationFailed
 from clinicsync.realtime import service
 from clinicsync.realtime.hub import Hub, Subscriber
 from clinicsync.realtime.service import Audience, Delivery
+from clinicsync.tenancy import permissions
+from clinicsync.tenancy.permissions import Capability
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 RECONNECT_MS = 2000
 
 
-async def stream_audience(request: Request) -> Audience:
-    # A short session of its own: the stream lives for minutes and must not hold a connection.
-    async with session_scope(get_sessionmaker(request), write=False) as session:
-        principal = await authenticate_request(request, session)
-        return await service.audience_for(session, principal)
+class StreamAuthorize(Authorize):
+    """``Requires(Capability.EVENTS_READ)`` for the stream: a bearer token or the pages' session
+    cookie (EventSource can't send headers), checked in a short session of its own, because the
+    stream lives for minutes and must not hold a pooled connection."""
+
+    async def __call__(self, request: Request) -> Audience:  # type: ignore[override]
+        async with session_scope(get_sessionmaker(request), write=False) as session:
+            principal = await authenticate_request(request, session)
+            permissions.check(principal, self.capability)
+            return await service.audience_for(session, principal)
 
 
 def resume_point(
@@ -61,7 +68,7 @@ async def _replay(request: Request, audience: Audience, after_id: int) -> list[D
 )
 async def stream_events(
     request: Request,
-    audience: Annotated[Audience, Depends(stream_audience)],
+    audience: Annotated[Audience, Depends(StreamAuthorize(Capability.EVENTS_READ))],
     resume_from: Annotated[int | None, Depends(resume_point)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Each event's ``id`` is its position; reconnecting with ``Last-Event-ID`` resumes after it.
