@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,6 +29,10 @@ from clinicsync.logging import configure_logging, get_logger
 from clinicsync.realtime.api import router as realtime_router
 from clinicsync.realtime.hub import Hub
 from clinicsync.tenancy.api import router as tenancy_router
+from clinicsync.web import WEB_ASSETS
+from clinicsync.web.admin import router as admin_pages_router
+from clinicsync.web.pages import router as pages_router
+from clinicsync.web.render import install_page_errors
 
 log = get_logger(__name__)
 
@@ -130,4 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(booking_router)
     app.include_router(integrations_router)
     app.include_router(realtime_router)
+    app.include_router(pages_router)
+    app.include_router(admin_pages_router)
+    install_page_errors(app)
+    app.mount("/assets", StaticFiles(directory=WEB_ASSETS), name="assets")
     return app

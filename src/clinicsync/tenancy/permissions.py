@@ -157,4 +157,4 @@ def outranks_or_equals(actor: Role, target: Role) -> bool:
 
 
 # Routes outside the API routers (the API reference and its assets): public, by path prefix.
-OPEN_PATHS: tuple[str, ...] = ("/openapi.json", "/docs", "/redoc", "/static/apidocs")
+OPEN_PATHS: tuple[str, ...] = ("/openapi.json", "/docs", "/redoc", "/static/apidocs", "/assets")
