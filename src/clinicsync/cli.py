@@ -85,7 +85,7 @@ def demo(
 ) -> None:
     """Seed a demo clinic on the embedded database and start the server."""
     from clinicsync.app import create_app
-    from clinicsync.demo import seed_demo
+    from clinicsync.demo import DEMO_PASSWORD, seed_demo
 
     settings = get_settings()
     seeded = asyncio.run(seed_demo(settings.database_url))
@@ -93,6 +93,9 @@ def demo(
     console.print(f"[bold green]clinicsync demo[/bold green] running at {base}  (API docs: {base}/docs)")
     console.print(f"Organization: {seeded.organization_name} ({seeded.time_zone})")
     console.print(f"Admin token:  {seeded.admin_token}")
+    console.print(f"Pages: {base}/login  (password for every login: {DEMO_PASSWORD})")
+    for role, email in seeded.logins:
+        console.print(f"  {role:<22} {email}")
     console.print(f'Try:  curl -H "Authorization: Bearer {seeded.admin_token}" {base}/api/v1/practitioners')
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

@@ -31,6 +31,11 @@ DEMO_PRACTITIONERS = (
     ("Dr. Rohan Iyer", "rohan.iyer@demo-clinic.example", "Orthodontist"),
     ("Sam Okafor", "sam.okafor@demo-clinic.example", "Hygienist"),
 )
+# Every role can sign in to the pages with this password (printed by `clinicsync demo`).
+DEMO_PASSWORD = "demo-password-1"
+DEMO_STAFF_EMAIL = "desk@demo-clinic.example"
+
+
 DEMO_PATIENTS = (
     ("Olivia", "Bennett", "+12025550143"),
     ("Noah", "Castillo", "+12025550187"),
@@ -44,6 +49,8 @@ class DemoClinic:
     organization_name: str
     time_zone: str
     admin_token: str
+    # role -> (email, password) for the pages' sign-in form
+    logins: tuple[tuple[str, str], ...] = ()
 
 
 async def seed_demo(database_url: str) -> DemoClinic:
@@ -67,7 +74,14 @@ async def seed_demo(database_url: str) -> DemoClinic:
                         email=DEMO_ADMIN_EMAIL,
                         full_name="Front Desk",
                         role=Role.OWNER,
-                        password="demo-password-1",
+                        password=DEMO_PASSWORD,
+                    ),
+                )
+                await tenancy_service.create_user(
+                    session,
+                    organization.id,
+                    UserCreate(
+                        email=DEMO_STAFF_EMAIL, full_name="Reception", role=Role.STAFF, password=DEMO_PASSWORD
                     ),
                 )
                 await _seed_clinic(session, Principal(organization.id, admin.id, Role.OWNER))
@@ -79,7 +93,12 @@ async def seed_demo(database_url: str) -> DemoClinic:
                     f"the demo clinic exists but its owner {DEMO_ADMIN_EMAIL} is gone; reset var/"
                 )
             issued = await tenancy_service.issue_token(session, owner, name="demo", expires_in_days=30)
-            return DemoClinic(organization.name, organization.time_zone, issued.token)
+            logins = (
+                ("owner (admin pages)", DEMO_ADMIN_EMAIL),
+                ("staff (front desk)", DEMO_STAFF_EMAIL),
+                ("practitioner", DEMO_PRACTITIONERS[0][1]),
+            )
+            return DemoClinic(organization.name, organization.time_zone, issued.token, logins)
     finally:
         await engine.dispose()
 
@@ -92,7 +111,9 @@ async def _seed_clinic(session: AsyncSession, principal: Principal) -> None:
     practitioners = []
     for name, email, title in DEMO_PRACTITIONERS:
         practitioner = await booking_service.create_practitioner(
-            session, principal, PractitionerCreate(name=name, email=email, title=title)
+            session,
+            principal,
+            PractitionerCreate(name=name, email=email, title=title, password=DEMO_PASSWORD),
         )
         await booking_service.replace_weekly(
             session, principal, practitioner.id, WeeklyAvailability(intervals=weekdays)
