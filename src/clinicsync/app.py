@@ -13,8 +13,11 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from clinicsync import __version__
+from clinicsync.agents.api import router as agents_router
+from clinicsync.agents.mcp_server import build_server as build_mcp_server
 from clinicsync.booking.api import router as booking_router
 from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
@@ -24,10 +27,16 @@ from clinicsync.edge.limits import InputLimits
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
+from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.integrations.service import load_catalogue
+from clinicsync.jobs import runtime as job_runtime
 from clinicsync.logging import configure_logging, get_logger
 from clinicsync.realtime.api import router as realtime_router
 from clinicsync.realtime.hub import Hub
+from clinicsync.sync.api import metrics_router
+from clinicsync.sync.api import router as sync_router
+from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
 from clinicsync.web import WEB_ASSETS
 from clinicsync.web.admin import router as admin_pages_router
@@ -87,6 +96,14 @@ def install_edge(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.json_logs)
+    mcp_server = build_mcp_server(
+        lambda: app.state.sessionmaker,
+        sync_of=lambda: app.state.sync_manager,
+        auth_base_url=f"http://{settings.host}:{settings.port}",
+    )
+    mcp_app = mcp_server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,11 +121,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await hub.start()
         app.state.hub = hub
+        # Sync: the SyncManager for every booking write, and the job runner that delivers its pushes.
+        sync_context = SyncContext(
+            app.state.sessionmaker, IntegrationExecutor(app.state.sessionmaker, settings), settings
+        )
+        runner = await job_runtime.start_for_server(sync_context, engine)
+        app.state.sync_runner = runner
+        app.state.sync_manager = SyncManager(sync_context, runner)
         log.info("started", database=engine.dialect.name, version=__version__)
         try:
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
             await hub.stop()
+            if runner is not None:
+                await runner.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -139,4 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_pages_router)
     install_page_errors(app)
     app.mount("/assets", StaticFiles(directory=WEB_ASSETS), name="assets")
+    app.include_router(sync_router)
+    app.include_router(metrics_router)
+    app.include_router(agents_router)
+    # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
+    app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
     return app

@@ -100,6 +100,19 @@ def demo(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Pushes delivered at once by this process")] = None,
+) -> None:
+    """Deliver sync pushes (PostgreSQL): run as many of these as you like, on any machines."""
+    from clinicsync.jobs.worker import WorkerNeedsPostgres, run_worker
+
+    try:
+        asyncio.run(run_worker(get_settings(), concurrency=concurrency))
+    except WorkerNeedsPostgres as error:
+        raise _fail(str(error)) from None
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""

@@ -42,6 +42,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
     )
+    # Sync delivery (see docs/architecture.md, "Sync").
+    sync_jobs: Literal["auto", "in_process", "procrastinate", "off"] = Field(
+        default="auto",
+        description="auto: in the server's process on SQLite, Procrastinate workers on PostgreSQL",
+    )
+    sync_embedded_worker: bool = Field(
+        default=False, description="on PostgreSQL, also run a Procrastinate worker inside the server"
+    )
+    sync_worker_concurrency: int = Field(default=8, ge=1, le=200)
+    sync_lease_seconds: float = Field(default=120.0, gt=0)
+    sync_retry_base_seconds: float = Field(default=2.0, gt=0)
+    sync_retry_max_seconds: float = Field(default=600.0, gt=0)
+    sync_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    sync_read_back_delay_seconds: float = Field(default=1.0, ge=0)
 
     @property
     def json_logs(self) -> bool:

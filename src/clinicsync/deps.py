@@ -131,5 +131,14 @@ async def _public() -> None:
 PUBLIC = Depends(_public)
 """``dependencies=[PUBLIC]`` on a route that anyone may call."""
 
+
+async def _platform() -> None:
+    """Marks a route a voice platform calls, authenticated by the platform's channel token or
+    request signature (agents/service.py) rather than by a user's token."""
+
+
+PLATFORM = Depends(_platform)
+"""``dependencies=[PLATFORM]`` on a webhook that a voice platform signs; user tokens get 401 there."""
+
 # Owner/admin-only routes that have no capability of their own yet.
 AdminDep = Annotated[Principal, Requires(Capability.ADMINISTER)]

@@ -100,6 +100,7 @@ async def test_appointments_round_trip(
         assert no_show["status"] == "no_show"
         cancelled = await pms.one(Op.APPOINTMENT_CANCEL, id=created["id"], reason="feeling better")
         assert cancelled["status"] == "cancelled" and cancelled["id"] == created["id"]
+        assert (await pms.one(Op.APPOINTMENT_CANCEL, id=created["id"]))["status"] == "cancelled"
         # Cancelled visits leave default lists; a delta still reports the cancellation.
         delta = await pms(Op.APPOINTMENT_LIST_CHANGED, updated_since=moved["updated_at"])
         assert [(r["id"], r["status"]) for r in delta.records] == [(created["id"], "cancelled")]

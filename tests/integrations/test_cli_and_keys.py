@@ -28,6 +28,9 @@ def test_every_shipped_definition_is_valid() -> None:
         "vet_pims",
         "twilio",
         "openai",
+        "anthropic",
+        "vapi",
+        "retell",
     } <= keys
     assert all(definition.test_function for definition in shipped_definitions())
 

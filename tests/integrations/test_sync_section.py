@@ -158,3 +158,32 @@ async def test_admin_api_sets_a_sync_section_and_refuses_a_broken_one(
     assert fixed.status_code == 200, fixed.text
     definition = await client.get(f"/api/admin/integrations/{integration_id}/definition", headers=h)
     assert definition.json()["sync"]["appointment.create"]["params"]["when"]["from"] == "starts_at"
+
+
+async def test_a_clinic_overrides_one_operation_of_a_catalogue_provider(
+    client: httpx.AsyncClient, tenant_factory: Any
+) -> None:
+    tenant = await tenant_factory()
+    created = await client.post(
+        "/api/admin/integrations",
+        headers=tenant.headers,
+        json={
+            "provider_key": "opendental",
+            "base_url": "http://127.0.0.1:9/api/v1",
+            # This office cancels by setting the status rather than breaking the appointment.
+            "sync": {
+                "appointment.cancel": {
+                    "function": "update_appointment",
+                    "params": {"appointment_id": "id", "status": {"value": "cancelled"}},
+                }
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    definition = await client.get(
+        f"/api/admin/integrations/{created.json()['id']}/definition", headers=tenant.headers
+    )
+    sync = definition.json()["sync"]
+    assert set(sync) == {op.value for op in SyncOperation}
+    assert sync["appointment.cancel"]["function"] == "update_appointment"
+    assert sync["appointment.create"]["function"] == "create_appointment"

@@ -21,13 +21,21 @@ from starlette.routing import Mount, Route
 
 from clinicsync.app import create_app
 from clinicsync.config import Settings
-from clinicsync.deps import Authorize, _public
+from clinicsync.deps import Authorize, _platform, _public
 from clinicsync.tenancy.models import Role
-from clinicsync.tenancy.permissions import DESCRIPTIONS, GRANTS, OPEN_PATHS, Capability, allows
+from clinicsync.tenancy.permissions import (
+    DESCRIPTIONS,
+    GRANTS,
+    OPEN_PATHS,
+    SELF_AUTHENTICATED_PATHS,
+    Capability,
+    allows,
+)
 from tests.conftest import RunningServer
 from tests.factories import Tenant, TenantFactory
 
 PUBLIC = "public"
+PLATFORM = "platform"
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
@@ -48,6 +56,8 @@ def _rules(dependant: Dependant) -> Iterator[Capability | str]:
             yield dependency.call.capability
         elif dependency.call is _public:
             yield PUBLIC
+        elif dependency.call is _platform:
+            yield PLATFORM
         yield from _rules(dependency)
 
 
@@ -78,7 +88,7 @@ def test_every_route_declares_who_may_call_it() -> None:
         for route in app.routes
         if isinstance(route, Route | Mount) and not isinstance(route, APIRoute)
     ]
-    assert [path for path in other if not path.startswith(OPEN_PATHS)] == []
+    assert [path for path in other if not path.startswith(OPEN_PATHS + SELF_AUTHENTICATED_PATHS)] == []
 
 
 def test_the_documented_table_is_the_enforced_table() -> None:
@@ -139,7 +149,10 @@ async def test_each_role_gets_exactly_what_the_table_grants(
                 wrong.append(f"{route} without a token: {status}, expected 401")
         for role, caller in callers.items():
             status, body = await _status(client, route, caller.headers)
-            if route.rule == PUBLIC or allows(role, Capability(route.rule)):
+            if route.rule == PLATFORM:
+                if status != 401:
+                    wrong.append(f"{route} as {role.value}: {status}, expected 401 (platform-signed only)")
+            elif route.rule == PUBLIC or allows(role, Capability(route.rule)):
                 if status in (401, 403) or status >= 500:
                     wrong.append(f"{route} as {role.value}: {status} {body[:120]}, expected it allowed")
             elif status != 403 or f'"capability":"{route.rule}"' not in body.replace(" ", ""):

@@ -14,14 +14,11 @@ from clinicsync.booking.models import AppointmentStatus, BookingSource
 from clinicsync.booking.schemas import (
     AppointmentCancel,
     AppointmentCreate,
-    AppointmentPage,
-    AppointmentRead,
     AppointmentUpdate,
     AvailabilityInterval,
     OverrideCreate,
     OverrideRead,
     PatientCreate,
-    PatientRead,
     PatientUpdate,
     PractitionerCreate,
     PractitionerRead,
@@ -32,7 +29,10 @@ from clinicsync.booking.schemas import (
     WeeklyAvailabilityRead,
 )
 from clinicsync.deps import Requires, SessionDep
-from clinicsync.errors import ValidationFailed
+from clinicsync.errors import NotFound, ValidationFailed
+from clinicsync.sync import external_only, views
+from clinicsync.sync.schemas import AppointmentPageWithSync, AppointmentWithSync, PatientWithSync
+from clinicsync.sync.views import SyncManagerDep
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
@@ -179,7 +179,7 @@ async def search_slots(
 # --- patients -------------------------------------------------------------------------------------
 
 
-@router.get("/patients", response_model=list[PatientRead])
+@router.get("/patients", response_model=list[PatientWithSync])
 async def list_patients(
     principal: PatientLister,
     session: SessionDep,
@@ -187,30 +187,40 @@ async def list_patients(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> object:
-    return await service.list_patients(session, principal, search=search, limit=limit, offset=offset)
+    patients = await service.list_patients(session, principal, search=search, limit=limit, offset=offset)
+    return await views.patients_with_refs(session, principal, patients)
 
 
-@router.post("/patients", response_model=PatientRead, status_code=status.HTTP_201_CREATED)
-async def create_patient(body: PatientCreate, principal: PatientRegistrar, session: SessionDep) -> object:
-    return await service.create_patient(session, principal, body)
-
-
-@router.get("/patients/{patient_id}", response_model=PatientRead)
-async def read_patient(patient_id: uuid.UUID, principal: PatientReader, session: SessionDep) -> object:
-    return await service.get_patient(session, principal, patient_id)
-
-
-@router.patch("/patients/{patient_id}", response_model=PatientRead)
-async def update_patient(
-    patient_id: uuid.UUID, body: PatientUpdate, principal: PatientEditor, session: SessionDep
+@router.post("/patients", response_model=PatientWithSync, status_code=status.HTTP_201_CREATED)
+async def create_patient(
+    body: PatientCreate, principal: PatientRegistrar, session: SessionDep, sync: SyncManagerDep
 ) -> object:
-    return await service.update_patient(session, principal, patient_id, body)
+    patient = await sync.create_patient(session, principal, body)
+    return await views.patient_with_refs(session, principal, patient)
+
+
+@router.get("/patients/{patient_id}", response_model=PatientWithSync)
+async def read_patient(patient_id: uuid.UUID, principal: PatientReader, session: SessionDep) -> object:
+    patient = await service.get_patient(session, principal, patient_id)
+    return await views.patient_with_refs(session, principal, patient)
+
+
+@router.patch("/patients/{patient_id}", response_model=PatientWithSync)
+async def update_patient(
+    patient_id: uuid.UUID,
+    body: PatientUpdate,
+    principal: PatientEditor,
+    session: SessionDep,
+    sync: SyncManagerDep,
+) -> object:
+    patient = await sync.update_patient(session, principal, patient_id, body)
+    return await views.patient_with_refs(session, principal, patient)
 
 
 # --- appointments -----------------------------------------------------------------------------------
 
 
-@router.get("/appointments", response_model=AppointmentPage)
+@router.get("/appointments", response_model=AppointmentPageWithSync)
 async def list_appointments(
     principal: AppointmentLister,
     session: SessionDep,
@@ -222,7 +232,7 @@ async def list_appointments(
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> AppointmentPage:
+) -> AppointmentPageWithSync:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise ValidationFailed(name, "needs a UTC offset, e.g. 2027-03-10T00:00:00Z")
@@ -238,76 +248,87 @@ async def list_appointments(
         limit=limit,
         offset=offset,
     )
-    return AppointmentPage(
-        items=[AppointmentRead.model_validate(item) for item in items],
+    return AppointmentPageWithSync(
+        items=await views.appointments_with_refs(session, principal, items),
         total=total,
         limit=limit,
         offset=offset,
     )
 
 
-@router.post("/appointments", response_model=AppointmentRead, status_code=status.HTTP_201_CREATED)
+@router.post("/appointments", response_model=AppointmentWithSync, status_code=status.HTTP_201_CREATED)
 async def create_appointment(
     body: AppointmentCreate,
     principal: Booker,
     session: SessionDep,
+    sync: SyncManagerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    result = await appointments.create_appointment(session, principal, body, idempotency_key=idempotency_key)
+    result = await sync.create_appointment(session, principal, body, idempotency_key=idempotency_key)
+    shown = await views.appointment_with_refs(session, principal, result.appointment)
     headers = {
         "ETag": _etag(result.appointment.version),
         "Location": f"/api/v1/appointments/{result.appointment.id}",
     }
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(result.appointment.model_dump(mode="json"), status_code=201, headers=headers)
+    return JSONResponse(shown.model_dump(mode="json"), status_code=201, headers=headers)
 
 
-@router.get("/appointments/by-reference/{reference}", response_model=AppointmentRead)
+@router.get("/appointments/by-reference/{reference}", response_model=AppointmentWithSync)
 async def read_by_reference(
     reference: str, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
     appointment = await appointments.get_by_reference(session, principal, reference)
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
-@router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
+@router.get("/appointments/{appointment_id}", response_model=AppointmentWithSync)
 async def read_appointment(
     appointment_id: uuid.UUID, principal: AppointmentReader, session: SessionDep, response: Response
 ) -> object:
-    appointment = await appointments.get_appointment(session, principal, appointment_id)
+    try:
+        appointment = await appointments.get_appointment(session, principal, appointment_id)
+    except NotFound:
+        # An external-only clinic's appointment lives in the PMS; we keep its reference.
+        held = await external_only.get_view(session, principal, appointment_id)
+        if held is None:
+            raise
+        appointment = held
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
-@router.patch("/appointments/{appointment_id}", response_model=AppointmentRead)
+@router.patch("/appointments/{appointment_id}", response_model=AppointmentWithSync)
 async def update_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentUpdate,
     principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
+    sync: SyncManagerDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> object:
-    appointment = await appointments.update_appointment(
+    appointment = await sync.update_appointment(
         session, principal, appointment_id, body, if_match=_parse_if_match(if_match)
     )
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
-@router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentRead)
+@router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentWithSync)
 async def cancel_appointment(
     appointment_id: uuid.UUID,
     body: AppointmentCancel,
     principal: AppointmentEditor,
     session: SessionDep,
     response: Response,
+    sync: SyncManagerDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> object:
-    appointment = await appointments.cancel_appointment(
+    appointment = await sync.cancel_appointment(
         session, principal, appointment_id, body, if_match=_parse_if_match(if_match)
     )
     response.headers["ETag"] = _etag(appointment.version)
-    return appointment
+    return await views.appointment_with_refs(session, principal, appointment)

@@ -135,6 +135,10 @@ async def perform_resolved(
             and exc.code == "not_found"
         ):
             return OperationResult([], 1)
+        if operation is SyncOperation.APPOINTMENT_CANCEL and exc.code in ("validation_failed", "permanent"):
+            done = await _already_cancelled(caller, resolved, prepared["id"])
+            if done is not None:
+                return OperationResult(done.records, done.requests + 1)
         raise
     if spec.read_back:
         record_id = prepared.get("id") or (records[0]["id"] if records else None)
@@ -147,6 +151,22 @@ async def perform_resolved(
         records = [record for record in records if _appointment_matches(record, prepared)]
     records = [record for record in records if _is_listed(operation, record, prepared)]
     return OperationResult(records, requests)
+
+
+async def _already_cancelled(
+    caller: ProviderCaller, resolved: ResolvedIntegration, record_id: str
+) -> OperationResult | None:
+    """A cancel refused because the appointment is cancelled already (a resent cancel whose
+    first answer was lost: OpenDental breaks only Scheduled visits, Ascend answers 409) is done."""
+    if SyncOperation.APPOINTMENT_GET not in resolved.definition.sync:
+        return None
+    try:
+        read = await perform_resolved(caller, resolved, SyncOperation.APPOINTMENT_GET, {"id": record_id})
+    except IntegrationError:
+        return None
+    if read.records and read.records[0]["status"] == "cancelled":
+        return read
+    return None
 
 
 # ---- payloads ---------------------------------------------------------------------

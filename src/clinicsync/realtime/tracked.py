@@ -12,6 +12,7 @@ from clinicsync.booking.models import (
     Practitioner,
 )
 from clinicsync.realtime.registry import track
+from clinicsync.sync.models import IntegrationSyncConfig
 
 
 def _patient_display(patient: Any) -> str:
@@ -47,3 +48,8 @@ track(
 )
 track(Practitioner, "practitioner", fields=("name", "is_active"), practitioner="id")
 track(Patient, "patient", owned=True, display=_patient_display)
+track(
+    IntegrationSyncConfig,
+    "sync_config",
+    fields=("integration_id", "sync_enabled", "sync_direction", "last_sync_status"),
+)

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from clinicsync.booking import appointments
 from clinicsync.booking import service as booking_service
 from clinicsync.booking.models import BookingSource
 from clinicsync.booking.schemas import (
@@ -219,8 +218,10 @@ async def book(request: Request, principal: Booker, session: SessionDep) -> HTML
     if not errors:
         assert practitioner_id is not None and start is not None
         try:
-            patient = await booking_service.create_patient(session, principal, patient_data)
-            result = await appointments.create_appointment(
+            # Through the SyncManager, so a connected PMS is kept in step with page bookings too.
+            sync = request.app.state.sync_manager
+            patient = await sync.create_patient(session, principal, patient_data)
+            result = await sync.create_appointment(
                 session,
                 principal,
                 AppointmentCreate(
@@ -229,7 +230,6 @@ async def book(request: Request, principal: Booker, session: SessionDep) -> HTML
                     start=start,
                     booking_source=BookingSource.MANUAL,
                 ),
-                idempotency_key=None,
             )
         except Conflict as error:
             await session.rollback()

@@ -1,7 +1,7 @@
 """Change events: one row per committed change, replayable by id for live feeds.
 
 Revision ID: 0008_change_events
-Revises: 0003_integrations
+Revises: 0009_agents
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_change_events"
-down_revision = "0003_integrations"
+down_revision = "0009_agents"
 branch_labels = None
 depends_on = None
 

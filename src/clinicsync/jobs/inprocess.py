@@ -1,0 +1,95 @@
+"""The embedded runner: the task functions as asyncio tasks inside the server's process (SQLite).
+
+Jobs live in memory only; that is safe because the outbox rows are the durable record and the
+periodic sweep (run at start and every few seconds) defers whatever is owed, so a restart or a
+lost wake-up delays a push but never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from clinicsync.db.base import utcnow
+from clinicsync.jobs import tasks
+from clinicsync.logging import get_logger
+from clinicsync.sync.delivery import SyncContext
+
+log = get_logger(__name__)
+
+
+class InProcessRunner:
+    def __init__(self, ctx: SyncContext, *, concurrency: int, sweep_interval: float) -> None:
+        self.ctx = ctx
+        self.sweep_interval = sweep_interval
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queued: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._functions: dict[str, Callable[..., Awaitable[Any]]] = {
+            tasks.DELIVER: tasks.deliver,
+            tasks.READ_BACK: tasks.read_back,
+            tasks.SWEEP: tasks.sweep,
+        }
+
+    async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:
+        key = (task, tuple(sorted(kwargs.items())))
+        if key in self._queued:
+            return  # the queueing lock: one waiting job per item is enough
+        self._queued.add(key)
+        delay = (at - utcnow()).total_seconds() if at is not None else 0.0
+        loop = asyncio.get_running_loop()
+        if delay > 0:
+            handle = loop.call_later(delay, self._start, key, kwargs)
+            self._timers.add(handle)
+        else:
+            self._start(key, kwargs)
+
+    def wake(self, item_ids: list[str]) -> None:
+        """Called after a booking transaction commits with owed pushes in it."""
+        for item_id in item_ids:
+            self._spawn(self.defer(tasks.DELIVER, item_id=item_id))
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start(self, key: tuple[str, tuple[tuple[str, str], ...]], kwargs: dict[str, str]) -> None:
+        self._spawn(self._run(key, kwargs))
+
+    async def _run(self, key: tuple[str, tuple[tuple[str, str], ...]], kwargs: dict[str, str]) -> None:
+        async with self._slots:
+            self._queued.discard(key)
+            try:
+                await self._functions[key[0]](self.ctx, self, **kwargs)
+            except Exception:
+                log.exception("job_failed", task=key[0])
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await tasks.sweep(self.ctx, self)
+            except Exception:
+                log.exception("job_failed", task=tasks.SWEEP)
+            await asyncio.sleep(self.sweep_interval)
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        pending = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._queued.clear()

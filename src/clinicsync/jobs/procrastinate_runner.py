@@ -1,0 +1,105 @@
+"""Procrastinate on PostgreSQL: `clinicsync worker` processes (and optionally one inside the server).
+
+The same task functions as the embedded runner, registered as Procrastinate tasks. The sweep is
+a periodic task (every few seconds; Procrastinate makes each tick fire once across workers).
+Deferring uses a queueing lock per item, so a sweep never piles up jobs for one item. Jobs only
+wake workers: the outbox rows decide what is owed, and a claim with a lease decides who sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from datetime import datetime
+from typing import Any
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy.engine import make_url
+
+from clinicsync.jobs import tasks
+from clinicsync.logging import get_logger
+from clinicsync.sync.delivery import SyncContext
+
+log = get_logger(__name__)
+QUEUE = "sync"
+
+
+def conninfo(database_url: str) -> str:
+    """libpq's URL for psycopg (the app's URL may name the asyncpg driver)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class ProcrastinateRunner:
+    def __init__(self, ctx: SyncContext, *, concurrency: int, sweep_interval: float) -> None:
+        self.ctx = ctx
+        self.concurrency = concurrency
+        self.app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(
+                conninfo=conninfo(ctx.settings.database_url), min_size=1, max_size=max(4, concurrency + 2)
+            )
+        )
+        self._worker: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+        every = max(1, round(sweep_interval))
+        self._register(every)
+
+    def _register(self, every: int) -> None:
+        runner = self
+
+        @self.app.task(name=tasks.DELIVER, queue=QUEUE)
+        async def deliver(item_id: str) -> str:
+            return await tasks.deliver(runner.ctx, runner, item_id)
+
+        @self.app.task(name=tasks.READ_BACK, queue=QUEUE)
+        async def read_back(ref_id: str) -> str:
+            return await tasks.read_back(runner.ctx, runner, ref_id)
+
+        @self.app.periodic(cron=f"* * * * * */{every}", periodic_id="outbox")
+        @self.app.task(name=tasks.SWEEP, queue=QUEUE, queueing_lock="sweep")
+        async def sweep(timestamp: int) -> int:
+            return await tasks.sweep(runner.ctx, runner)
+
+    async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:
+        lock = f"{task}:{next(iter(kwargs.values()), '')}"
+        # One waiting job per item is enough; it will see the latest state.
+        with contextlib.suppress(AlreadyEnqueued):
+            await self.app.configure_task(task, queueing_lock=lock, schedule_at=at).defer_async(**kwargs)
+
+    def wake(self, item_ids: list[str]) -> None:
+        for item_id in item_ids:
+            task = asyncio.ensure_future(self.defer(tasks.DELIVER, item_id=item_id))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def open(self) -> None:
+        await self.app.open_async()
+
+    async def start(self, *, embedded_worker: bool) -> None:
+        await self.open()
+        if embedded_worker:
+            self._worker = asyncio.create_task(self.run_worker(install_signal_handlers=False))
+
+    async def run_worker(self, *, install_signal_handlers: bool = True) -> None:
+        name = f"{socket.gethostname()}:{os.getpid()}"
+        self.ctx.worker = name
+        await self.app.run_worker_async(
+            queues=[QUEUE],
+            name=name,
+            concurrency=self.concurrency,
+            install_signal_handlers=install_signal_handlers,
+            fetch_job_polling_interval=1.0,
+            delete_jobs="successful",
+        )
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._worker
+        for task in list(self._pending):
+            with contextlib.suppress(Exception):
+                await task
+        await self.app.close_async()

@@ -1,0 +1,86 @@
+"""The task definitions. Both runners call these and nothing else.
+
+* ``deliver(item_id)``: one attempt at one outbox item; schedules its own retry.
+* ``read_back(ref_id)``: confirms an accepted write against the PMS.
+* ``sweep()``: the safety net, run periodically: re-owns items whose worker died, and defers
+  every due item and read-back, so a job lost between a commit and its enqueue (or a restart)
+  never loses a push.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import select
+
+from clinicsync.db.base import utcnow
+from clinicsync.db.engine import session_scope
+from clinicsync.logging import get_logger
+from clinicsync.sync import delivery, outbox
+from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.models import UNFINISHED_STATUSES, OutboxItem, OutboxStatus
+
+log = get_logger(__name__)
+
+DELIVER = "deliver"
+READ_BACK = "read_back"
+SWEEP = "sweep"
+
+
+class Deferrer(Protocol):
+    async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None: ...
+
+
+async def deliver(ctx: SyncContext, jobs: Deferrer, item_id: str) -> str:
+    outcome = await delivery.deliver(ctx, uuid.UUID(item_id))
+    if outcome.retry_at is not None:
+        await jobs.defer(DELIVER, at=outcome.retry_at, item_id=item_id)
+    if outcome.status == "done":
+        if outcome.read_back is not None:
+            at = utcnow() + timedelta(seconds=ctx.settings.sync_read_back_delay_seconds)
+            await jobs.defer(READ_BACK, at=at, ref_id=str(outcome.read_back))
+        following = await _next_in_chain(ctx, uuid.UUID(item_id))
+        if following is not None:
+            await jobs.defer(DELIVER, item_id=str(following))
+    return outcome.status
+
+
+async def _next_in_chain(ctx: SyncContext, item_id: uuid.UUID) -> uuid.UUID | None:
+    async with session_scope(ctx.sessionmaker, write=False) as session:
+        item = await session.get(OutboxItem, item_id)
+        if item is None:
+            return None
+        following: uuid.UUID | None = await session.scalar(
+            select(OutboxItem.id)
+            .where(
+                OutboxItem.integration_id == item.integration_id,
+                OutboxItem.chain_key == item.chain_key,
+                OutboxItem.seq > item.seq,
+                OutboxItem.status.in_(UNFINISHED_STATUSES),
+            )
+            .order_by(OutboxItem.seq)
+            .limit(1)
+        )
+        return following
+
+
+async def read_back(ctx: SyncContext, jobs: Deferrer, ref_id: str) -> str:
+    result = await delivery.read_back(ctx, uuid.UUID(ref_id))
+    return result
+
+
+async def sweep(ctx: SyncContext, jobs: Deferrer) -> int:
+    recovered = await outbox.recover_stale(ctx.sessionmaker)
+    if recovered:
+        log.warning("outbox_recovered_stale_items", count=recovered)
+    due = await outbox.due(ctx.sessionmaker, limit=1000)
+    for item_id in due:
+        await jobs.defer(DELIVER, item_id=str(item_id))
+    for ref_id in await delivery.sweep_read_backs(ctx):
+        await jobs.defer(READ_BACK, ref_id=str(ref_id))
+    return len(due)
+
+
+__all__ = ["DELIVER", "READ_BACK", "SWEEP", "Deferrer", "OutboxStatus", "deliver", "read_back", "sweep"]

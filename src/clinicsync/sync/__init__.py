@@ -1,0 +1,1 @@
+"""Keeping each clinic's PMS in step: sync configs, the SyncManager write path, the outbox, delivery."""

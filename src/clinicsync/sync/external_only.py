@@ -1,0 +1,371 @@
+"""External-only clinics: the PMS is the source of truth and is written synchronously.
+
+A PMS refusal or outage is the caller's error (502 refused, 503 unavailable, 504 timeout,
+with the PMS's message); the request's transaction then rolls back, so nothing is half-written
+here. Appointments keep no local row: only an external reference (with the PMS's record as its
+snapshot) under an id of our own. Patients keep their local row (it is who books), written only
+after the PMS has accepted them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinicsync.booking import service
+from clinicsync.booking.appointments import BookingResult, new_booking_reference
+from clinicsync.booking.models import Appointment, AppointmentStatus, BookingSource, Patient
+from clinicsync.booking.schemas import (
+    AppointmentCancel,
+    AppointmentCreate,
+    AppointmentRead,
+    AppointmentUpdate,
+)
+from clinicsync.db.base import utcnow
+from clinicsync.errors import ClinicSyncError, NotFound
+from clinicsync.integrations import canonical
+from clinicsync.integrations.canonical import SyncOperation
+from clinicsync.integrations.errors import IntegrationError
+from clinicsync.sync import refs
+from clinicsync.sync.delivery import SyncContext, booking_note, classify, patient_payload
+from clinicsync.sync.models import ExternalReference, IntegrationSyncConfig, RecordType, SyncState
+from clinicsync.tenancy.principal import Principal
+
+
+class PmsFailed(ClinicSyncError):
+    """The PMS refused the write or could not be reached; the caller's booking did not happen."""
+
+    def __init__(self, error: Exception, *, provider: str) -> None:
+        kind = classify(error)
+        provider_message = (
+            getattr(error, "provider_message", None) or getattr(error, "message", None) or str(error)
+        )
+        if kind == "refused":
+            status, code = 502, "pms_refused"
+        elif isinstance(error, IntegrationError) and error.code == "timeout":
+            status, code = 504, "pms_timeout"
+        else:
+            status, code = 503, "pms_unavailable"
+        super().__init__(
+            f"{provider} did not take the write: {provider_message}",
+            code=code,
+            details={"provider": provider, "provider_message": provider_message, "outcome": kind},
+        )
+        self.status_code = status
+
+
+async def _call(
+    ctx: SyncContext,
+    config: IntegrationSyncConfig,
+    operation: SyncOperation,
+    payload: dict[str, Any],
+    provider: str,
+) -> list[dict[str, Any]]:
+    try:
+        result = await canonical.perform(
+            ctx.executor, config.organization_id, config.integration_id, operation, payload
+        )
+    except (IntegrationError, canonical.UnsupportedOperation) as exc:
+        raise PmsFailed(exc, provider=provider) from None
+    return result.records
+
+
+async def provider_name(session: AsyncSession, config: IntegrationSyncConfig) -> str:
+    from clinicsync.integrations.models import ExternalIntegration
+
+    row = await session.get(ExternalIntegration, config.integration_id)
+    return row.display_name if row else "the PMS"
+
+
+async def _ref(
+    session: AsyncSession, config: IntegrationSyncConfig, record_type: RecordType, record_id: uuid.UUID
+) -> ExternalReference:
+    ref = await refs.get_ref(session, config.integration_id, record_type, record_id)
+    if ref is None:
+        ref = await refs.mark_pending(
+            session, config.organization_id, config.integration_id, record_type, record_id
+        )
+    return ref
+
+
+async def _patient_external_id(
+    ctx: SyncContext, session: AsyncSession, config: IntegrationSyncConfig, patient: Patient, provider: str
+) -> str:
+    ref = await refs.get_ref(session, config.integration_id, RecordType.PATIENT, patient.id)
+    if ref is not None and ref.external_id:
+        return ref.external_id
+    external_id, snapshot = await push_patient(ctx, config, patient_payload(patient), provider)
+    await accept(session, config, RecordType.PATIENT, patient.id, external_id, snapshot)
+    return external_id
+
+
+def patient_fields(data: Any) -> dict[str, Any]:
+    return {
+        "first_name": data.first_name,
+        "last_name": data.last_name,
+        "email": data.email.lower() if data.email else None,
+        "phone": data.phone,
+        "date_of_birth": data.date_of_birth.isoformat() if data.date_of_birth else None,
+    }
+
+
+async def push_patient(
+    ctx: SyncContext, config: IntegrationSyncConfig, payload: dict[str, Any], provider: str
+) -> tuple[str, dict[str, Any]]:
+    """Finds the patient in the PMS (email, or phone + date of birth) or creates them there."""
+    clean = {key: value for key, value in payload.items() if value is not None}
+    if clean.get("email") or (clean.get("phone") and clean.get("date_of_birth")):
+        found = await _call(ctx, config, SyncOperation.PATIENT_FIND, clean, provider)
+        if found:
+            return str(found[0]["id"]), clean | {"id": str(found[0]["id"])}
+    created = await _call(ctx, config, SyncOperation.PATIENT_CREATE, clean, provider)
+    return str(created[0]["id"]), clean | {"id": str(created[0]["id"])}
+
+
+async def accept(
+    session: AsyncSession,
+    config: IntegrationSyncConfig,
+    record_type: RecordType,
+    record_id: uuid.UUID,
+    external_id: str,
+    snapshot: dict[str, Any],
+) -> ExternalReference:
+    ref = await _ref(session, config, record_type, record_id)
+    ref.external_id = external_id
+    ref.sync_state = SyncState.ACCEPTED
+    ref.snapshot = refs.json_safe(snapshot)
+    ref.last_synced_at = utcnow()
+    ref.last_error = None
+    config.last_sync_at, config.last_sync_status, config.last_sync_error = utcnow(), "ok", None
+    await session.flush()
+    return ref
+
+
+async def _practitioner_external_id(
+    ctx: SyncContext,
+    session: AsyncSession,
+    config: IntegrationSyncConfig,
+    practitioner_id: uuid.UUID,
+    provider: str,
+) -> str:
+    ref = await refs.get_ref(session, config.integration_id, RecordType.PRACTITIONER, practitioner_id)
+    if ref is not None and ref.external_id:
+        return ref.external_id
+    from clinicsync.booking.models import Practitioner
+    from clinicsync.sync.delivery import match_practitioner
+
+    practitioner = await session.get(Practitioner, practitioner_id)
+    listed = await _call(ctx, config, SyncOperation.PRACTITIONER_LIST, {}, provider)
+    try:
+        match = match_practitioner(listed, practitioner.name if practitioner else "")
+    except ClinicSyncError as exc:
+        raise PmsFailed(exc, provider=provider) from None
+    ref = await accept(
+        session, config, RecordType.PRACTITIONER, practitioner_id, str(match["id"]), {"id": match["id"]}
+    )
+    ref.sync_state = SyncState.CONFIRMED
+    return str(match["id"])
+
+
+def _view(ref: ExternalReference) -> Appointment:
+    """The PMS's appointment as our Appointment shape (never added to a session)."""
+    snap = ref.snapshot or {}
+    local = snap.get("local", {})
+    starts = datetime.fromisoformat(snap["starts_at"]).astimezone(UTC)
+    ends = datetime.fromisoformat(snap["ends_at"]).astimezone(UTC) if snap.get("ends_at") else starts
+    status = snap.get("status") or "pending"
+    return Appointment(
+        id=ref.record_id,
+        organization_id=ref.organization_id,
+        patient_id=uuid.UUID(local["patient_id"]),
+        practitioner_id=uuid.UUID(local["practitioner_id"]),
+        starts_at=starts,
+        ends_at=ends,
+        status=AppointmentStatus(status),
+        booking_source=BookingSource(local.get("booking_source", "api")),
+        booking_reference=local["booking_reference"],
+        notes=local.get("notes") or "",
+        practitioner_name=local.get("practitioner_name", ""),
+        practitioner_email=local.get("practitioner_email"),
+        cancelled_at=None,
+        cancellation_reason=local.get("cancellation_reason"),
+        version=int(local.get("version", 1)),
+        created_at=ref.created_at or utcnow(),
+        updated_at=ref.updated_at or utcnow(),
+    )
+
+
+async def create_appointment(
+    ctx: SyncContext,
+    session: AsyncSession,
+    principal: Principal,
+    config: IntegrationSyncConfig,
+    data: AppointmentCreate,
+    *,
+    idempotency_key: str | None = None,
+) -> BookingResult:
+    provider = await provider_name(session, config)
+    organization, _zone = await service.organization_zone(session, principal.organization_id)
+    patient = await service.get_patient(session, principal, data.patient_id)
+    practitioner = await service.get_practitioner(session, principal, data.practitioner_id)
+    start = data.start.astimezone(UTC)
+    end = (
+        data.end.astimezone(UTC)
+        if data.end
+        else start + timedelta(minutes=organization.default_appointment_minutes)
+    )
+    patient_external = await _patient_external_id(ctx, session, config, patient, provider)
+    practitioner_external = await _practitioner_external_id(ctx, session, config, practitioner.id, provider)
+    reference = new_booking_reference()
+    sent = {
+        "patient_id": patient_external,
+        "practitioner_id": practitioner_external,
+        "starts_at": start,
+        "ends_at": end,
+        "status": data.status.value,
+        "note": booking_note({"booking_reference": reference, "notes": data.notes}),
+    }
+    try:
+        created = (
+            await canonical.perform(
+                ctx.executor,
+                config.organization_id,
+                config.integration_id,
+                SyncOperation.APPOINTMENT_CREATE,
+                sent,
+            )
+        ).records
+    except IntegrationError as exc:
+        if classify(exc) != "unknown":
+            raise PmsFailed(exc, provider=provider) from None
+        # Sent but unanswered: the PMS may hold it. Adopt it if it does; otherwise it did not happen.
+        created = await _call(
+            ctx,
+            config,
+            SyncOperation.APPOINTMENT_FIND,
+            {
+                "reference": reference,
+                "patient_id": patient_external,
+                "practitioner_id": practitioner_external,
+                "starts_at": start,
+            },
+            provider,
+        )
+        if not created:
+            raise PmsFailed(exc, provider=provider) from None
+    record = created[0]
+    record_id = uuid.uuid4()
+    snapshot = refs.json_safe({**sent, **{k: v for k, v in record.items() if v is not None}})
+    snapshot["local"] = {
+        "patient_id": str(patient.id),
+        "practitioner_id": str(practitioner.id),
+        "booking_reference": reference,
+        "booking_source": data.booking_source.value,
+        "notes": data.notes,
+        "practitioner_name": practitioner.name,
+        "practitioner_email": practitioner.email,
+    }
+    ref = await accept(session, config, RecordType.APPOINTMENT, record_id, str(record["id"]), snapshot)
+    return BookingResult(AppointmentRead.model_validate(_view(ref)), replayed=False)
+
+
+async def owns(session: AsyncSession, config: IntegrationSyncConfig, appointment_id: uuid.UUID) -> bool:
+    """Whether this id names an appointment that lives only in the PMS."""
+    if await session.get(Appointment, appointment_id) is not None:
+        return False
+    return (
+        await refs.get_ref(session, config.integration_id, RecordType.APPOINTMENT, appointment_id) is not None
+    )
+
+
+async def get_view(
+    session: AsyncSession, principal: Principal, appointment_id: uuid.UUID
+) -> Appointment | None:
+    from sqlalchemy import select
+
+    ref = await session.scalar(
+        select(ExternalReference).where(
+            ExternalReference.organization_id == principal.organization_id,
+            ExternalReference.record_type == RecordType.APPOINTMENT,
+            ExternalReference.record_id == appointment_id,
+        )
+    )
+    if ref is None or not (ref.snapshot or {}).get("local"):
+        return None
+    return _view(ref)
+
+
+async def _change(
+    ctx: SyncContext,
+    session: AsyncSession,
+    principal: Principal,
+    config: IntegrationSyncConfig,
+    appointment_id: uuid.UUID,
+    operation: SyncOperation,
+    payload: dict[str, Any],
+    local_changes: dict[str, Any],
+) -> Appointment:
+    ref = await refs.get_ref(session, config.integration_id, RecordType.APPOINTMENT, appointment_id)
+    if ref is None or ref.organization_id != principal.organization_id or ref.external_id is None:
+        raise NotFound(f"appointment {appointment_id} not found")
+    provider = await provider_name(session, config)
+    records = await _call(ctx, config, operation, payload | {"id": ref.external_id}, provider)
+    snapshot = dict(ref.snapshot or {})
+    if records:
+        snapshot.update(refs.json_safe({k: v for k, v in records[0].items() if v is not None and k != "id"}))
+    local = dict(snapshot.get("local", {}))
+    local.update(local_changes)
+    local["version"] = int(local.get("version", 1)) + 1
+    snapshot["local"] = local
+    await accept(session, config, RecordType.APPOINTMENT, appointment_id, ref.external_id, snapshot)
+    return _view(ref)
+
+
+async def update_appointment(
+    ctx: SyncContext,
+    session: AsyncSession,
+    principal: Principal,
+    config: IntegrationSyncConfig,
+    appointment_id: uuid.UUID,
+    data: AppointmentUpdate,
+) -> Appointment:
+    payload: dict[str, Any] = {}
+    if data.start is not None:
+        payload["starts_at"] = data.start.astimezone(UTC)
+    if data.end is not None:
+        payload["ends_at"] = data.end.astimezone(UTC)
+    if data.status is not None:
+        payload["status"] = data.status.value
+    local: dict[str, Any] = {}
+    if data.notes is not None:
+        local["notes"] = data.notes
+    if data.status == AppointmentStatus.CANCELLED:
+        return await _change(
+            ctx, session, principal, config, appointment_id, SyncOperation.APPOINTMENT_CANCEL, {}, local
+        )
+    return await _change(
+        ctx, session, principal, config, appointment_id, SyncOperation.APPOINTMENT_UPDATE, payload, local
+    )
+
+
+async def cancel_appointment(
+    ctx: SyncContext,
+    session: AsyncSession,
+    principal: Principal,
+    config: IntegrationSyncConfig,
+    appointment_id: uuid.UUID,
+    data: AppointmentCancel,
+) -> Appointment:
+    return await _change(
+        ctx,
+        session,
+        principal,
+        config,
+        appointment_id,
+        SyncOperation.APPOINTMENT_CANCEL,
+        {"reason": data.reason or "cancelled"},
+        {"cancellation_reason": data.reason or "cancelled"},
+    )

@@ -1,0 +1,42 @@
+"""Dual-write on OpenDental: committed locally first, pushed through the outbox, read back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.factories import booking, future_day
+from tests.sync.conftest import DUAL_WRITE, Connected, configure, eventually, refs_of
+
+
+async def _state(
+    client: httpx.AsyncClient, od: Connected, path: str, wanted: str
+) -> list[dict[str, Any]] | None:
+    refs = await refs_of(client, od, path)
+    return refs if refs and refs[0]["sync_state"] == wanted else None
+
+
+async def test_a_booking_reaches_opendental_once_and_is_confirmed(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **DUAL_WRITE)
+    start = od.clinic.local(future_day(), 10)
+    created = await client.post("/api/v1/appointments", json=booking(od.clinic, start), headers=od.headers)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["external_refs"][0]["sync_state"] == "pending"
+    path = f"/api/v1/appointments/{body['id']}"
+    refs = await eventually(lambda: _state(client, od, path, "confirmed"))
+    apt_num = refs[0]["external_id"]
+    in_pms = (await od.pms.get(f"/appointments/{apt_num}")).json()
+    assert body["booking_reference"] in in_pms["Note"]
+    matching = [
+        row
+        for row in (await od.pms.get("/appointments", params={"PatNum": in_pms["PatNum"]})).json()
+        if body["booking_reference"] in (row.get("Note") or "")
+    ]
+    assert len(matching) == 1
+    patient_refs = await refs_of(client, od, f"/api/v1/patients/{od.clinic.patient_id}")
+    assert patient_refs[0]["external_id"] == str(in_pms["PatNum"])
