@@ -219,5 +219,12 @@ if __name__ == "__main__":
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     report = asyncio.run(main(args))
-    Path(args.output).write_text(report)
+    output = Path(args.output)
+    # Other benchmarks keep their own marked sections (bench.realtime); carry them over.
+    previous = output.read_text() if output.exists() else ""
+    start, end = "<!-- realtime:start -->", "<!-- realtime:end -->"
+    if start in previous and end in previous:
+        kept = previous[previous.index(start) : previous.index(end) + len(end)]
+        report = report.rstrip("\n") + "\n\n" + kept + "\n"
+    output.write_text(report)
     sys.stdout.write(report)
