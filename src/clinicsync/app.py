@@ -38,6 +38,7 @@ from clinicsync.sync.api import router as sync_router
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
+from clinicsync.tenancy.throttle import LoginThrottle
 from clinicsync.web import WEB_ASSETS
 from clinicsync.web.admin import router as admin_pages_router
 from clinicsync.web.pages import router as pages_router
@@ -66,7 +67,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClinicSyncError)
     async def _domain_error(_request: Request, exc: ClinicSyncError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content=exc.to_body())
+        return JSONResponse(status_code=exc.status_code, content=exc.to_body(), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -145,6 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.login_throttle = LoginThrottle(
+        account_limit=settings.login_failures_per_account,
+        address_limit=settings.login_failures_per_address,
+        window_seconds=settings.login_failure_window_seconds,
+    )
     install_error_handlers(app)
     install_edge(app, settings)
 

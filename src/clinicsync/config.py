@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(
         default=5.0, gt=0, description="fallback re-read of change events when no wake-up arrives"
     )
+    login_token_hours: int = Field(default=12, ge=1, le=24 * 31, description="Lifetime of a login's token")
+    token_days: int = Field(default=30, ge=1, description="Default lifetime of a token a person issues")
+    max_token_days: int = Field(default=90, ge=1, description="Longest lifetime of a person's token")
+    service_token_days: int = Field(default=365, ge=1, description="Default lifetime of a service token")
+    max_service_token_days: int = Field(default=730, ge=1, description="Longest lifetime of a service token")
+    login_failures_per_account: int = Field(default=10, ge=1, description="Failed logins before 429")
+    login_failures_per_address: int = Field(default=50, ge=1, description="Failed logins from one address")
+    login_failure_window_seconds: int = Field(default=900, ge=1, description="How long a failure counts")
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
     )

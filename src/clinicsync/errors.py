@@ -15,6 +15,7 @@ from pydantic import BaseModel
 class ClinicSyncError(Exception):
     status_code = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None  # sent with the error response
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -65,6 +66,15 @@ class Unauthorized(ClinicSyncError):
 class Forbidden(ClinicSyncError):
     status_code = 403
     code = "forbidden"
+
+
+class TooManyRequests(ClinicSyncError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after_seconds": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 def partial_update(data: BaseModel, required: Iterable[str] | None = None) -> dict[str, Any]:

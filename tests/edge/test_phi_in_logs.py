@@ -97,7 +97,7 @@ async def test_a_refused_write_logs_one_line_with_the_request_id_and_no_patient_
         failures = [event for event in mine if event["event"] == "unhandled_error"]
         assert len(failures) == 1
         assert failures[0]["error_type"] == "IntegrityError" or failures[0]["database_error"]
-        assert failures[0]["stack"]
+        assert failures[0]["frames"]
         assert [event["status"] for event in mine if event["event"] == "request"] == [500]
 
 

@@ -18,6 +18,7 @@ from clinicsync.booking.schemas import (
     AppointmentRead,
     AppointmentUpdate,
     PatientCreate,
+    PatientProof,
 )
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.principal import Principal
@@ -41,9 +42,17 @@ async def move(
 
 
 async def cancel(
-    sync: SyncManager, session: AsyncSession, principal: Principal, appointment_id: uuid.UUID, reason: str
+    sync: SyncManager,
+    session: AsyncSession,
+    principal: Principal,
+    appointment_id: uuid.UUID,
+    reason: str,
+    *,
+    proof: PatientProof | None = None,
 ) -> Appointment:
-    return await sync.cancel_appointment(session, principal, appointment_id, AppointmentCancel(reason=reason))
+    return await sync.cancel_appointment(
+        session, principal, appointment_id, AppointmentCancel(reason=reason, proof=proof)
+    )
 
 
 async def register(

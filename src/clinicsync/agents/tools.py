@@ -33,7 +33,13 @@ from clinicsync.agents.schemas import (
 from clinicsync.booking import appointments
 from clinicsync.booking import service as booking
 from clinicsync.booking.models import ACTIVE_STATUSES, Appointment, BookingSource, Patient, Practitioner
-from clinicsync.booking.schemas import AppointmentCreate, AppointmentUpdate, PatientCreate, SlotRead
+from clinicsync.booking.schemas import (
+    AppointmentCreate,
+    AppointmentUpdate,
+    PatientCreate,
+    PatientProof,
+    SlotRead,
+)
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, Conflict, NotFound, ValidationFailed
 from clinicsync.sync import external_only
@@ -311,7 +317,7 @@ def _patient_facts(patient: Patient) -> dict[str, Any]:
 
 
 async def _by_phone(session: AsyncSession, ctx: AgentContext, phone: str) -> list[Patient]:
-    found = await booking.list_patients(session, ctx.principal, search=phone, limit=20, offset=0)
+    found = await booking.identification_candidates(session, ctx.principal, search=phone, limit=20)
     return [p for p in found if p.phone == phone]
 
 
@@ -319,7 +325,7 @@ async def _by_name(session: AsyncSession, ctx: AgentContext, name: str) -> list[
     words = _words(name)
     if not words:
         return []
-    found = await booking.list_patients(session, ctx.principal, search=words[-1], limit=50, offset=0)
+    found = await booking.identification_candidates(session, ctx.principal, search=words[-1], limit=50)
     return [p for p in found if set(words) <= set(_words(f"{p.first_name} {p.last_name}"))]
 
 
@@ -518,7 +524,7 @@ async def book(session: AsyncSession, ctx: AgentContext, args: BookArgs) -> Tool
 
 async def _patient(session: AsyncSession, ctx: AgentContext, patient_id: str) -> Patient:
     try:
-        return await booking.get_patient(session, ctx.principal, uuid.UUID(patient_id.strip()))
+        return await booking.patient_in_organization(session, ctx.principal, uuid.UUID(patient_id.strip()))
     except (ValueError, NotFound):
         raise ToolProblem("I couldn't find that patient; please look them up again.") from None
 
@@ -535,15 +541,16 @@ async def _proven(session: AsyncSession, ctx: AgentContext, clinic: Clinic, args
     appointment = await _by_reference(session, ctx, args.booking_reference.strip().upper())
     if appointment is None:
         raise ToolProblem(NO_SUCH_BOOKING)
-    patient = await booking.get_patient(session, ctx.principal, appointment.patient_id)
+    patient = await booking.patient_in_organization(session, ctx.principal, appointment.patient_id)
     if (phone is not None and patient.phone == phone) or (born is not None and patient.date_of_birth == born):
         return appointment
     raise ToolProblem(NO_SUCH_BOOKING)
 
 
 async def _by_reference(session: AsyncSession, ctx: AgentContext, reference: str) -> Appointment | None:
+    """The booking a reference names, before its proof is checked (``_proven`` checks it)."""
     try:
-        return await appointments.get_by_reference(session, ctx.principal, reference)
+        return await appointments.by_reference_for_proof(session, ctx.principal, reference)
     except NotFound:
         pass
     # An external-only clinic's booking lives in the PMS; an agent's own booking is found by its trail.
@@ -551,6 +558,15 @@ async def _by_reference(session: AsyncSession, ctx: AgentContext, reference: str
     if record_id is None:
         return None
     return await external_only.get_view(session, ctx.principal, record_id)
+
+
+def _proof(args: ProofArgs, clinic: Clinic) -> PatientProof:
+    """The proof the caller gave, carried into the change so the booking core checks it too."""
+    return PatientProof(
+        reference=args.booking_reference.strip().upper()[:16] or "-",
+        phone=_phone(args.phone, clinic),
+        date_of_birth=_birth_date(args.date_of_birth),
+    )
 
 
 def _describe(appointment: Appointment, clinic: Clinic) -> dict[str, Any]:
@@ -597,7 +613,12 @@ async def reschedule(session: AsyncSession, ctx: AgentContext, args: RescheduleA
             session,
             ctx.principal,
             appointment_id,
-            AppointmentUpdate(start=wanted, practitioner_id=who.id if who else None, version=version),
+            AppointmentUpdate(
+                start=wanted,
+                practitioner_id=who.id if who else None,
+                version=version,
+                proof=_proof(args, clinic),
+            ),
         )
     except (Conflict, ValidationFailed) as error:
         if isinstance(error, ValidationFailed) and error.field not in ("start", "end"):
@@ -625,7 +646,9 @@ async def cancel(session: AsyncSession, ctx: AgentContext, args: CancelArgs) -> 
     reason = (
         args.reason.strip() or f"cancelled by the patient through the {ctx.booking_source.value} assistant"
     )
-    cancelled = await gateway.cancel(ctx.sync, session, ctx.principal, appointment.id, reason)
+    cancelled = await gateway.cancel(
+        ctx.sync, session, ctx.principal, appointment.id, reason, proof=_proof(args, clinic)
+    )
     await policy.record_booking(session, ctx, cancelled.id, cancelled.booking_reference, "cancelled")
     facts = _describe(cancelled, clinic)
     return ToolAnswer(

@@ -19,6 +19,9 @@ from clinicsync.booking.schemas import (
     OverrideCreate,
     OverrideRead,
     PatientCreate,
+    PatientLookup,
+    PatientProof,
+    PatientRead,
     PatientUpdate,
     PractitionerCreate,
     PractitionerRead,
@@ -45,6 +48,8 @@ AvailabilityReader = Annotated[Principal, Requires(Capability.AVAILABILITY_READ)
 AvailabilityManager = Annotated[Principal, Requires(Capability.AVAILABILITY_MANAGE)]
 SlotSearcher = Annotated[Principal, Requires(Capability.SLOTS_SEARCH)]
 PatientLister = Annotated[Principal, Requires(Capability.PATIENTS_LIST)]
+PatientFinder = Annotated[Principal, Requires(Capability.PATIENTS_FIND)]
+AppointmentFinder = Annotated[Principal, Requires(Capability.APPOINTMENTS_FIND)]
 PatientReader = Annotated[Principal, Requires(Capability.PATIENTS_READ)]
 PatientRegistrar = Annotated[Principal, Requires(Capability.PATIENTS_REGISTER)]
 PatientEditor = Annotated[Principal, Requires(Capability.PATIENTS_UPDATE)]
@@ -191,6 +196,14 @@ async def list_patients(
     return await views.patients_with_refs(session, principal, patients)
 
 
+@router.post("/patients/lookup", response_model=list[PatientRead])
+async def find_patients(body: PatientLookup, principal: PatientFinder, session: SessionDep) -> object:
+    """Exact matches on phone or name together with the date of birth (at most a few).
+
+    A POST, so the details that identify the patient travel in the body, never in a URL."""
+    return await service.find_patients(session, principal, body)
+
+
 @router.post("/patients", response_model=PatientWithSync, status_code=status.HTTP_201_CREATED)
 async def create_patient(
     body: PatientCreate, principal: PatientRegistrar, session: SessionDep, sync: SyncManagerDep
@@ -273,6 +286,16 @@ async def create_appointment(
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(shown.model_dump(mode="json"), status_code=201, headers=headers)
+
+
+@router.post("/appointments/lookup", response_model=AppointmentWithSync)
+async def find_appointment(
+    body: PatientProof, principal: AppointmentFinder, session: SessionDep, response: Response
+) -> object:
+    """The appointment a patient proves is theirs: booking reference plus phone or date of birth."""
+    appointment = await appointments.find_by_proof(session, principal, body)
+    response.headers["ETag"] = _etag(appointment.version)
+    return await views.appointment_with_refs(session, principal, appointment)
 
 
 @router.get("/appointments/by-reference/{reference}", response_model=AppointmentWithSync)

@@ -30,6 +30,7 @@ from clinicsync.booking.models import (
     AppointmentStatus,
     BookingSource,
     IdempotencyRecord,
+    Patient,
     Practitioner,
 )
 from clinicsync.booking.schemas import (
@@ -37,10 +38,13 @@ from clinicsync.booking.schemas import (
     AppointmentCreate,
     AppointmentRead,
     AppointmentUpdate,
+    PatientProof,
 )
 from clinicsync.db.base import utcnow
-from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from clinicsync.errors import Conflict, NotFound, ValidationFailed
+from clinicsync.tenancy import permissions
 from clinicsync.tenancy.models import Role
+from clinicsync.tenancy.permissions import Capability, Scope
 from clinicsync.tenancy.principal import Principal
 
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I: references are read aloud on calls
@@ -72,22 +76,51 @@ def _is_overlap(error: IntegrityError) -> bool:
     return any(marker in text for marker in OVERLAP_MARKERS)
 
 
-def _visible(query: Select[Any], principal: Principal) -> Select[Any]:
+def _visible(
+    query: Select[Any], principal: Principal, capability: Capability = Capability.APPOINTMENTS_READ
+) -> Select[Any]:
+    """Narrows an appointment query to what ``principal`` may see or change under ``capability``."""
     query = query.where(Appointment.organization_id == principal.organization_id)
+    if permissions.scope_of(principal, capability) == Scope.ALL:
+        return query
     if principal.role == Role.PRACTITIONER:
         # A practitioner's portal shows their own diary only.
-        query = query.join(Practitioner, Practitioner.id == Appointment.practitioner_id).where(
+        return query.join(Practitioner, Practitioner.id == Appointment.practitioner_id).where(
             Practitioner.user_id == principal.user_id
         )
-    return query
+    return query.where(Appointment.booked_by_user_id == principal.user_id)
+
+
+def _proven(appointment: Appointment, patient: Patient, proof: PatientProof) -> bool:
+    if appointment.booking_reference != proof.reference.strip().upper():
+        return False
+    phone_matches = proof.phone is not None and patient.phone == proof.phone
+    birth_matches = proof.date_of_birth is not None and patient.date_of_birth == proof.date_of_birth
+    return phone_matches or birth_matches
 
 
 async def get_appointment(
-    session: AsyncSession, principal: Principal, appointment_id: uuid.UUID
+    session: AsyncSession,
+    principal: Principal,
+    appointment_id: uuid.UUID,
+    capability: Capability = Capability.APPOINTMENTS_READ,
+    proof: PatientProof | None = None,
 ) -> Appointment:
+    """The appointment if the caller may see it; a service account that did not book it may act
+    on it when the patient proves it is theirs (booking reference plus phone or date of birth)."""
     appointment = await session.scalar(
-        _visible(select(Appointment), principal).where(Appointment.id == appointment_id)
+        _visible(select(Appointment), principal, capability).where(Appointment.id == appointment_id)
     )
+    if appointment is None and proof is not None:
+        appointment = await session.scalar(
+            select(Appointment).where(
+                Appointment.id == appointment_id, Appointment.organization_id == principal.organization_id
+            )
+        )
+        if appointment is not None:
+            patient = await session.get(Patient, appointment.patient_id)
+            if patient is None or not _proven(appointment, patient, proof):
+                appointment = None
     if appointment is None:
         raise NotFound(f"appointment {appointment_id} not found")
     return appointment
@@ -99,6 +132,41 @@ async def get_by_reference(session: AsyncSession, principal: Principal, referenc
     )
     if appointment is None:
         raise NotFound(f"no appointment with booking reference {reference}")
+    return appointment
+
+
+async def by_reference_for_proof(session: AsyncSession, principal: Principal, reference: str) -> Appointment:
+    """Any appointment of the organization by reference, for a caller that checks the patient's
+    proof before using it (``find_by_proof`` does; so does the agents' tool layer)."""
+    permissions.check(principal, Capability.APPOINTMENTS_FIND)
+    appointment: Appointment | None = await session.scalar(
+        select(Appointment).where(
+            Appointment.organization_id == principal.organization_id,
+            Appointment.booking_reference == reference.strip().upper(),
+        )
+    )
+    if appointment is None:
+        raise NotFound(f"no appointment with booking reference {reference}")
+    return appointment
+
+
+async def find_by_proof(session: AsyncSession, principal: Principal, proof: PatientProof) -> Appointment:
+    """The appointment a patient proves is theirs: its reference plus their phone or date of birth."""
+    permissions.check(principal, Capability.APPOINTMENTS_FIND)
+    row = (
+        await session.execute(
+            select(Appointment, Patient)
+            .join(Patient, Patient.id == Appointment.patient_id)
+            .where(
+                Appointment.organization_id == principal.organization_id,
+                Appointment.booking_reference == proof.reference.strip().upper(),
+            )
+        )
+    ).first()
+    if row is None or not _proven(row[0], row[1], proof):
+        # One answer for a wrong reference and a wrong proof, so neither can be probed alone.
+        raise NotFound("no appointment matches that booking reference and proof")
+    appointment: Appointment = row[0]
     return appointment
 
 
@@ -117,7 +185,7 @@ async def list_appointments(
 ) -> tuple[list[Appointment], int]:
     if starts_from and starts_before and starts_before <= starts_from:
         raise ValidationFailed("to", "must be after from")
-    query = _visible(select(Appointment), principal)
+    query = _visible(select(Appointment), principal, Capability.APPOINTMENTS_LIST)
     if practitioner_id:
         query = query.where(Appointment.practitioner_id == practitioner_id)
     if patient_id:
@@ -267,10 +335,9 @@ async def create_appointment(
         if isinstance(claim, BookingResult):
             return claim
         record = claim
-    if principal.role == Role.PRACTITIONER:
-        raise Forbidden("practitioners cannot book on a patient's behalf; ask the front desk")
+    permissions.check(principal, Capability.APPOINTMENTS_BOOK)
     organization, zone = await service.organization_zone(session, principal.organization_id)
-    await service.get_patient(session, principal, data.patient_id)
+    await service.patient_in_organization(session, principal, data.patient_id)
     try:
         practitioner = await service.get_practitioner(session, principal, data.practitioner_id)
     except NotFound:
@@ -298,6 +365,7 @@ async def create_appointment(
         notes=data.notes,
         practitioner_name=practitioner.name,
         practitioner_email=practitioner.email,
+        booked_by_user_id=principal.user_id,
     )
     session.add(appointment)
     # Plain ids survive the rollback below; ORM attributes would be expired by it.
@@ -338,7 +406,9 @@ async def update_appointment(
     *,
     if_match: int | None = None,
 ) -> Appointment:
-    appointment = await get_appointment(session, principal, appointment_id)
+    appointment = await get_appointment(
+        session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
+    )
     _check_version(appointment, data.version if data.version is not None else if_match)
     organization, zone = await service.organization_zone(session, principal.organization_id)
 
@@ -390,7 +460,9 @@ async def cancel_appointment(
     *,
     if_match: int | None = None,
 ) -> Appointment:
-    appointment = await get_appointment(session, principal, appointment_id)
+    appointment = await get_appointment(
+        session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
+    )
     _check_version(appointment, data.version if data.version is not None else if_match)
     if appointment.status == AppointmentStatus.CANCELLED:
         return appointment  # cancelling twice is a no-op, so a retried cancel is safe

@@ -94,6 +94,8 @@ class Patient(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     phone: Mapped[str | None] = mapped_column(String(20), default=None)  # E.164
     date_of_birth: Mapped[date | None] = mapped_column(default=None)
+    # Who registered the patient: a service account sees the patients it registered.
+    registered_by_user_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
 
 
 class Appointment(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
@@ -118,6 +120,9 @@ class Appointment(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
     cancellation_reason: Mapped[str | None] = mapped_column(String(500), default=None)
     version: Mapped[int] = mapped_column(default=1)
+    # Who booked it: a service account sees and changes only what it booked (or what the
+    # patient proves is theirs). No foreign key: users are deactivated, never deleted.
+    booked_by_user_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
 
     __mapper_args__ = {"version_id_col": version}
 

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from clinicsync.booking.models import AppointmentStatus, BookingSource
@@ -157,6 +158,21 @@ class PatientUpdate(BaseModel):
     date_of_birth: date | None = None
 
 
+class PatientLookup(BaseModel):
+    """A phone or a last name (optionally with the first name), always with the date of birth."""
+
+    phone: Phone = None
+    first_name: str | None = Field(default=None, min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, min_length=1, max_length=100)
+    date_of_birth: date
+
+    @model_validator(mode="after")
+    def _phone_or_name(self) -> PatientLookup:
+        if self.phone is None and self.last_name is None:
+            raise ValueError("give phone or last_name together with date_of_birth")
+        return self
+
+
 class PatientRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -211,6 +227,21 @@ class AppointmentCreate(BaseModel):
         return status
 
 
+class PatientProof(BaseModel):
+    """What a caller who did not book an appointment gives to act on it: the booking reference
+    and the patient's phone or date of birth."""
+
+    reference: str = Field(min_length=3, max_length=16, description="The booking reference, e.g. CS-7KQ2M9XD")
+    phone: Phone = None
+    date_of_birth: date | None = None
+
+    @model_validator(mode="after")
+    def _phone_or_birth(self) -> PatientProof:
+        if self.phone is None and self.date_of_birth is None:
+            raise ValueError("give the patient's phone or date_of_birth with the reference")
+        return self
+
+
 class AppointmentUpdate(BaseModel):
     """Reschedule, change status or notes. `version` (or If-Match) guards against lost updates."""
 
@@ -219,7 +250,10 @@ class AppointmentUpdate(BaseModel):
     practitioner_id: uuid.UUID | None = None
     status: AppointmentStatus | None = None
     notes: str | None = Field(default=None, max_length=5000)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    proof: PatientProof | None = Field(
+        default=None, description="For a service account changing an appointment it did not book"
+    )
 
     _end_after_start = field_validator("end")(end_after_start)
 
@@ -233,7 +267,10 @@ class AppointmentUpdate(BaseModel):
 
 class AppointmentCancel(BaseModel):
     reason: str = Field(default="", max_length=500)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    proof: PatientProof | None = Field(
+        default=None, description="For a service account cancelling an appointment it did not book"
+    )
 
 
 class AppointmentRead(BaseModel):

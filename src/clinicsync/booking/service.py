@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking import slots as slot_math
@@ -22,6 +23,7 @@ from clinicsync.booking.models import (
 from clinicsync.booking.schemas import (
     OverrideCreate,
     PatientCreate,
+    PatientLookup,
     PatientUpdate,
     PractitionerCreate,
     PractitionerRemoved,
@@ -32,12 +34,15 @@ from clinicsync.booking.schemas import (
 )
 from clinicsync.db.base import utcnow
 from clinicsync.errors import Conflict, Forbidden, NotFound, ValidationFailed, partial_update
+from clinicsync.tenancy import permissions
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Organization, Role, User
+from clinicsync.tenancy.permissions import Capability, Scope
 from clinicsync.tenancy.principal import Principal
 from clinicsync.tenancy.schemas import UserCreate
 
 MAX_SLOT_SEARCH_DAYS = 62
+MAX_LOOKUP_MATCHES = 5
 PRACTITIONER_REMOVED_REASON = "practitioner removed from the clinic"
 
 
@@ -195,10 +200,9 @@ async def remove_practitioner(
 
 def practitioner_of(principal: Principal, practitioner: Practitioner) -> None:
     """Practitioners manage their own schedule; admins and staff manage everyone's."""
-    if principal.role == Role.PRACTITIONER and practitioner.user_id != principal.user_id:
+    scope = permissions.scope_of(principal, Capability.AVAILABILITY_MANAGE)
+    if scope == Scope.OWN and practitioner.user_id != principal.user_id:
         raise Forbidden("practitioners may only change their own schedule")
-    if principal.role == Role.SERVICE:
-        raise Forbidden("service accounts cannot change schedules")
 
 
 # --- availability --------------------------------------------------------------------------------
@@ -396,10 +400,33 @@ async def search_slots(
 # --- patients --------------------------------------------------------------------------------------
 
 
-async def list_patients(
-    session: AsyncSession, principal: Principal, *, search: str | None, limit: int, offset: int
-) -> list[Patient]:
-    query = select(Patient).where(Patient.organization_id == principal.organization_id)
+def patients_visible(query: Select[Any], principal: Principal, capability: Capability) -> Select[Any]:
+    """Narrows a patient query to what ``principal`` may see under ``capability``.
+
+    Practitioners see their own patients (those with an appointment with them); a service
+    account sees the patients it registered or booked for.
+    """
+    query = query.where(Patient.organization_id == principal.organization_id)
+    if permissions.scope_of(principal, capability) == Scope.ALL:
+        return query
+    if principal.role == Role.PRACTITIONER:
+        theirs = (
+            select(Appointment.patient_id)
+            .join(Practitioner, Practitioner.id == Appointment.practitioner_id)
+            .where(
+                Appointment.organization_id == principal.organization_id,
+                Practitioner.user_id == principal.user_id,
+            )
+        )
+        return query.where(Patient.id.in_(theirs))
+    booked = select(Appointment.patient_id).where(
+        Appointment.organization_id == principal.organization_id,
+        Appointment.booked_by_user_id == principal.user_id,
+    )
+    return query.where(or_(Patient.registered_by_user_id == principal.user_id, Patient.id.in_(booked)))
+
+
+def _matching(query: Select[Any], search: str | None) -> Select[Any]:
     if search:
         pattern = f"%{search.lower()}%"
         query = query.where(
@@ -408,11 +435,66 @@ async def list_patients(
             | func.lower(Patient.email).like(pattern)
             | Patient.phone.like(pattern)
         )
-    query = query.order_by(Patient.last_name, Patient.first_name, Patient.id).limit(limit).offset(offset)
-    return list(await session.scalars(query))
+    return query.order_by(Patient.last_name, Patient.first_name, Patient.id)
 
 
-async def get_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID) -> Patient:
+async def list_patients(
+    session: AsyncSession, principal: Principal, *, search: str | None, limit: int, offset: int
+) -> list[Patient]:
+    query = _matching(patients_visible(select(Patient), principal, Capability.PATIENTS_LIST), search)
+    return list(await session.scalars(query.limit(limit).offset(offset)))
+
+
+async def identification_candidates(
+    session: AsyncSession, principal: Principal, *, search: str, limit: int
+) -> list[Patient]:
+    """Patients of the whole organization matching ``search``, for a caller that identifies a
+    patient and must still check the proof (date of birth, phone) before showing or using one.
+    The agents' tool layer does; nothing may return these to a service account unchecked."""
+    permissions.check(principal, Capability.PATIENTS_FIND)
+    query = _matching(select(Patient).where(Patient.organization_id == principal.organization_id), search)
+    return list(await session.scalars(query.limit(limit)))
+
+
+async def find_patients(session: AsyncSession, principal: Principal, data: PatientLookup) -> list[Patient]:
+    """Exact matches only: a phone or a full name, always together with the date of birth.
+
+    This is how a chatbot or voice agent finds the caller without being able to browse the
+    register: knowing someone's date of birth and phone (or name) is the proof it asks for.
+    """
+    query = select(Patient).where(
+        Patient.organization_id == principal.organization_id, Patient.date_of_birth == data.date_of_birth
+    )
+    permissions.check(principal, Capability.PATIENTS_FIND)
+    if data.phone is not None:
+        query = query.where(Patient.phone == data.phone)
+    if data.last_name is not None:
+        query = query.where(func.lower(Patient.last_name) == data.last_name.strip().lower())
+    if data.first_name is not None:
+        query = query.where(func.lower(Patient.first_name) == data.first_name.strip().lower())
+    return list(
+        await session.scalars(query.order_by(Patient.created_at, Patient.id).limit(MAX_LOOKUP_MATCHES))
+    )
+
+
+async def get_patient(
+    session: AsyncSession,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    capability: Capability = Capability.PATIENTS_READ,
+) -> Patient:
+    patient = await session.scalar(
+        patients_visible(select(Patient), principal, capability).where(Patient.id == patient_id)
+    )
+    if patient is None:
+        raise NotFound(f"patient {patient_id} not found")
+    return patient
+
+
+async def patient_in_organization(
+    session: AsyncSession, principal: Principal, patient_id: uuid.UUID
+) -> Patient:
+    """Any patient of the organization, for booking: a service account books for patients it found."""
     patient = await session.scalar(
         select(Patient).where(Patient.id == patient_id, Patient.organization_id == principal.organization_id)
     )
@@ -429,7 +511,9 @@ async def create_patient(session: AsyncSession, principal: Principal, data: Pati
         email=data.email.lower() if data.email else None,
         phone=data.phone,
         date_of_birth=data.date_of_birth,
+        registered_by_user_id=principal.user_id,
     )
+    permissions.check(principal, Capability.PATIENTS_REGISTER)
     session.add(patient)
     await session.flush()
     return patient
@@ -438,7 +522,7 @@ async def create_patient(session: AsyncSession, principal: Principal, data: Pati
 async def update_patient(
     session: AsyncSession, principal: Principal, patient_id: uuid.UUID, data: PatientUpdate
 ) -> Patient:
-    patient = await get_patient(session, principal, patient_id)
+    patient = await get_patient(session, principal, patient_id, Capability.PATIENTS_UPDATE)
     changes = partial_update(data, required=("first_name", "last_name"))
     if changes.get("date_of_birth") and changes["date_of_birth"] > date.today():
         raise ValidationFailed("date_of_birth", "cannot be in the future")

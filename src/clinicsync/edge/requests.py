@@ -63,7 +63,7 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
     if causes:
         facts["caused_by"] = causes
     frames = traceback.extract_tb(exc.__traceback__)[-STACK_FRAMES:]
-    facts["stack"] = [f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} {frame.name}" for frame in frames]
+    facts["frames"] = [f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} {frame.name}" for frame in frames]
     return facts
 
 
@@ -96,12 +96,11 @@ class RequestContext:
                 await self.app(scope, receive, send_with_id)
             except Exception as exc:
                 state["status"] = 500
-                log.error(
-                    "unhandled_error",
-                    method=scope["method"],
-                    route=_route_of(scope),
-                    **describe_exception(exc),
-                )
+                try:
+                    facts = describe_exception(exc)
+                except Exception:  # describing must never be what fails the request
+                    facts = {"error_type": type(exc).__name__}
+                log.error("unhandled_error", method=scope["method"], route=_route_of(scope), **facts)
                 if not state["started"]:
                     await _send_internal_error(send, request_id)
             finally:

@@ -134,6 +134,9 @@ class ApiCredential(UUIDPrimaryKey, Timestamps, Base):
     # Bumped when an admin replaces the secrets (not when a refresh token rotates), so
     # cached auth state built from the old secrets is dropped.
     secret_version: Mapped[int] = mapped_column(default=1)
+    # The host (scheme://host:port) the secrets were entered for: they are sent nowhere else, so
+    # pointing an integration at another address needs the secrets typed in again.
+    bound_host: Mapped[str | None] = mapped_column(String(300), default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     last_test_at: Mapped[datetime | None] = mapped_column(default=None)
     last_test_ok: Mapped[bool | None] = mapped_column(default=None)

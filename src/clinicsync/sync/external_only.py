@@ -209,7 +209,7 @@ async def create_appointment(
 ) -> BookingResult:
     provider = await provider_name(session, config)
     organization, _zone = await service.organization_zone(session, principal.organization_id)
-    patient = await service.get_patient(session, principal, data.patient_id)
+    patient = await service.patient_in_organization(session, principal, data.patient_id)
     practitioner = await service.get_practitioner(session, principal, data.practitioner_id)
     start = data.start.astimezone(UTC)
     end = (

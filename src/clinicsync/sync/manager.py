@@ -34,6 +34,7 @@ from clinicsync.logging import get_logger
 from clinicsync.sync import configs, delivery, external_only, outbox
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.models import IntegrationSyncConfig, OutboxOperation, RecordType
+from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 log = get_logger(__name__)
@@ -191,7 +192,11 @@ class SyncManager:
             return await external_only.update_appointment(
                 self.ctx, session, principal, sole, appointment_id, data
             )
-        before = (await appointments.get_appointment(session, principal, appointment_id)).version
+        before = (
+            await appointments.get_appointment(
+                session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
+            )
+        ).version
         appointment = await appointments.update_appointment(
             session, principal, appointment_id, data, if_match=if_match
         )
@@ -214,7 +219,11 @@ class SyncManager:
             return await external_only.cancel_appointment(
                 self.ctx, session, principal, sole, appointment_id, data
             )
-        before = (await appointments.get_appointment(session, principal, appointment_id)).version
+        before = (
+            await appointments.get_appointment(
+                session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
+            )
+        ).version
         appointment = await appointments.cancel_appointment(
             session, principal, appointment_id, data, if_match=if_match
         )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Request, status
 
-from clinicsync.deps import PUBLIC, Requires, SessionDep
+from clinicsync.deps import PUBLIC, Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.tenancy import service
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
@@ -32,9 +32,20 @@ TokenHolder = Annotated[Principal, Requires(Capability.TOKENS_OWN)]
 TokenIssuer = Annotated[Principal, Requires(Capability.TOKENS_ISSUE)]
 
 
-@router.post("/auth/login", response_model=TokenIssued, dependencies=[PUBLIC])
-async def login(body: LoginRequest, session: SessionDep) -> TokenIssued:
-    return await service.login(session, body.email, body.password, body.organization)
+@router.post(
+    "/auth/login", response_model=TokenIssued, dependencies=[PUBLIC, Depends(writes_in_own_transactions)]
+)
+async def login(body: LoginRequest, session: SessionDep, request: Request) -> TokenIssued:
+    """Trades an email and password for a token. Repeated failures answer 429 with Retry-After."""
+    return await service.login(
+        session,
+        body.email,
+        body.password,
+        body.organization,
+        throttle=request.app.state.login_throttle,
+        address=request.client.host if request.client else "unknown",
+        sessionmaker=get_sessionmaker(request),
+    )
 
 
 @router.get("/me", response_model=UserRead)
@@ -61,7 +72,7 @@ async def list_users(principal: UserManager, session: SessionDep) -> object:
 
 @router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
 async def create_user(body: UserCreate, principal: UserManager, session: SessionDep) -> object:
-    return await service.create_user(session, principal.organization_id, body)
+    return await service.add_user(session, principal, body)
 
 
 @router.get("/users/{user_id}", response_model=UserRead)
@@ -71,7 +82,7 @@ async def read_user(user_id: uuid.UUID, principal: UserManager, session: Session
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def deactivate_user(user_id: uuid.UUID, principal: UserManager, session: SessionDep) -> None:
-    await service.deactivate_user(session, await service.get_user(session, principal, user_id))
+    await service.remove_user(session, principal, user_id)
 
 
 @router.get("/tokens", response_model=list[TokenRead])

@@ -45,6 +45,7 @@ class Capability(enum.StrEnum):
     PATIENTS_UPDATE = "patients.update"
     APPOINTMENTS_LIST = "appointments.list"
     APPOINTMENTS_READ = "appointments.read"
+    APPOINTMENTS_FIND = "appointments.find"
     APPOINTMENTS_BOOK = "appointments.book"
     APPOINTMENTS_CHANGE = "appointments.change"
     INTEGRATIONS_MANAGE = "integrations.manage"
@@ -87,6 +88,7 @@ DESCRIPTIONS: Mapping[Capability, str] = MappingProxyType(
         Capability.PATIENTS_UPDATE: "change a patient's details (practitioners: their own patients)",
         Capability.APPOINTMENTS_LIST: "list appointments (practitioners: own diary; service: what it booked)",
         Capability.APPOINTMENTS_READ: "read an appointment (practitioners: own diary; service: booked by it)",
+        Capability.APPOINTMENTS_FIND: "find an appointment by booking reference plus phone or date of birth",
         Capability.APPOINTMENTS_BOOK: "book an appointment",
         Capability.APPOINTMENTS_CHANGE: "reschedule, change or cancel (service: booked by it, or with proof)",
         Capability.INTEGRATIONS_MANAGE: "configure integrations, their functions and parameter maps",
@@ -122,6 +124,7 @@ GRANTS: Mapping[Capability, Mapping[Role, Scope]] = MappingProxyType(
         Capability.PATIENTS_UPDATE: {OW: ALL, A: ALL, S: ALL, P: OWN},
         Capability.APPOINTMENTS_LIST: {OW: ALL, A: ALL, S: ALL, P: OWN, SV: OWN},
         Capability.APPOINTMENTS_READ: {OW: ALL, A: ALL, S: ALL, P: OWN, SV: OWN},
+        Capability.APPOINTMENTS_FIND: {OW: ALL, A: ALL, S: ALL, SV: ALL},
         Capability.APPOINTMENTS_BOOK: {OW: ALL, A: ALL, S: ALL, SV: ALL},
         Capability.APPOINTMENTS_CHANGE: {OW: ALL, A: ALL, S: ALL, P: OWN, SV: OWN},
         Capability.INTEGRATIONS_MANAGE: {OW: ALL, A: ALL},

@@ -72,8 +72,15 @@ class UserRead(BaseModel):
 
 class TokenCreate(BaseModel):
     name: str = Field(default="", max_length=120)
-    user_id: uuid.UUID | None = Field(default=None, description="Admins may issue tokens for service users")
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    user_id: uuid.UUID | None = Field(
+        default=None, description="Owners and admins may issue tokens for users up to their own role"
+    )
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Defaults per kind of user (30 days, service accounts 365); capped at 90 (service: 730)",
+    )
 
 
 class TokenIssued(BaseModel):

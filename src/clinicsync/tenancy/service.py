@@ -7,12 +7,23 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clinicsync.config import get_settings
 from clinicsync.db.base import utcnow
-from clinicsync.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed, partial_update
-from clinicsync.tenancy import security
+from clinicsync.db.engine import session_scope
+from clinicsync.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+    partial_update,
+)
+from clinicsync.tenancy import permissions, security
 from clinicsync.tenancy.models import ApiToken, Organization, Role, User
+from clinicsync.tenancy.permissions import Capability, Scope
 from clinicsync.tenancy.principal import Principal
 from clinicsync.tenancy.schemas import (
     OrganizationCreate,
@@ -21,6 +32,7 @@ from clinicsync.tenancy.schemas import (
     TokenIssued,
     UserCreate,
 )
+from clinicsync.tenancy.throttle import LoginThrottle
 
 # Refresh last_used_at at most this often, so reads don't turn into writes on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -75,11 +87,22 @@ async def create_user(session: AsyncSession, organization_id: uuid.UUID, data: U
         email=email,
         full_name=data.full_name,
         role=data.role,
-        password_hash=security.hash_password(data.password) if data.password else None,
+        password_hash=await security.hash_password_off_loop(data.password) if data.password else None,
     )
     session.add(user)
     await session.flush()
     return user
+
+
+def _may_act_on(principal: Principal, role: Role, action: str) -> None:
+    if not permissions.outranks_or_equals(principal.role, role):
+        raise Forbidden(f"your role ({principal.role.value}) cannot {action} {role.value} users")
+
+
+async def add_user(session: AsyncSession, principal: Principal, data: UserCreate) -> User:
+    """A user created through the API: never of a role above the creator's (only owners add owners)."""
+    _may_act_on(principal, data.role, "create")
+    return await create_user(session, principal.organization_id, data)
 
 
 async def list_users(session: AsyncSession, principal: Principal) -> list[User]:
@@ -98,6 +121,14 @@ async def get_user(session: AsyncSession, principal: Principal, user_id: uuid.UU
     return user
 
 
+async def remove_user(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
+    user = await get_user(session, principal, user_id)
+    if user.id == principal.user_id:
+        raise ValidationFailed("user_id", "you cannot deactivate your own login; ask another owner or admin")
+    _may_act_on(principal, user.role, "deactivate")
+    await deactivate_user(session, user)
+
+
 async def deactivate_user(session: AsyncSession, user: User) -> None:
     """Removes a login: the user can no longer sign in and every token stops working at once."""
     user.is_active = False
@@ -113,8 +144,28 @@ async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
+def token_lifetime(role: Role, expires_in_days: int | None, *, login: bool = False) -> timedelta:
+    """Every token expires: a login's after hours, others after days that depend on who holds them."""
+    settings = get_settings()
+    if login:
+        return timedelta(hours=settings.login_token_hours)
+    if role == Role.SERVICE:
+        default, longest = settings.service_token_days, settings.max_service_token_days
+    else:
+        default, longest = settings.token_days, settings.max_token_days
+    days = expires_in_days or default
+    if days > longest:
+        raise ValidationFailed("expires_in_days", f"a {role.value} token lives at most {longest} days")
+    return timedelta(days=days)
+
+
 async def issue_token(
-    session: AsyncSession, user: User, *, name: str = "", expires_in_days: int | None = None
+    session: AsyncSession,
+    user: User,
+    *,
+    name: str = "",
+    expires_in_days: int | None = None,
+    login: bool = False,
 ) -> TokenIssued:
     raw = security.new_token()
     now = utcnow()
@@ -125,7 +176,7 @@ async def issue_token(
         token_hash=security.hash_token(raw),
         prefix=raw[:10],
         created_at=now,
-        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+        expires_at=now + token_lifetime(user.role, expires_in_days, login=login),
     )
     session.add(token)
     await session.flush()
@@ -141,27 +192,48 @@ async def issue_token(
 
 
 async def create_token(session: AsyncSession, principal: Principal, data: TokenCreate) -> TokenIssued:
+    """Anyone but a service account issues tokens for themselves; owners and admins also for users
+    up to their own role, which is the only way a service account gets one."""
+    scope = permissions.scope_of(principal, Capability.TOKENS_ISSUE)
     target_id = data.user_id or principal.user_id
-    if target_id != principal.user_id and not principal.is_admin:
+    if target_id != principal.user_id and scope != Scope.ALL:
         raise Forbidden("only an owner or admin may issue tokens for another user")
     user = await get_user(session, principal, target_id)
     if not user.is_active:
         raise ValidationFailed("user_id", "user is deactivated")
+    if user.id != principal.user_id:
+        _may_act_on(principal, user.role, "issue tokens for")
     return await issue_token(session, user, name=data.name, expires_in_days=data.expires_in_days)
 
 
 async def list_tokens(session: AsyncSession, principal: Principal) -> list[ApiToken]:
-    query = select(ApiToken).where(ApiToken.organization_id == principal.organization_id)
-    if not principal.is_admin:
+    query = (
+        select(ApiToken)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.organization_id == principal.organization_id)
+    )
+    if permissions.scope_of(principal, Capability.TOKENS_OWN) == Scope.OWN:
         query = query.where(ApiToken.user_id == principal.user_id)
+    else:
+        visible = [role for role in Role if permissions.outranks_or_equals(principal.role, role)]
+        query = query.where((ApiToken.user_id == principal.user_id) | User.role.in_(visible))
     return list(await session.scalars(query.order_by(ApiToken.created_at)))
 
 
 async def revoke_token(session: AsyncSession, principal: Principal, token_id: uuid.UUID) -> None:
-    token = await session.scalar(
-        select(ApiToken).where(ApiToken.id == token_id, ApiToken.organization_id == principal.organization_id)
-    )
-    if token is None or (token.user_id != principal.user_id and not principal.is_admin):
+    row = (
+        await session.execute(
+            select(ApiToken, User.role)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.id == token_id, ApiToken.organization_id == principal.organization_id)
+        )
+    ).first()
+    scope = permissions.scope_of(principal, Capability.TOKENS_OWN)
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    token, holder_role = row
+    own = token.user_id == principal.user_id
+    if not own and (scope != Scope.ALL or not permissions.outranks_or_equals(principal.role, holder_role)):
         raise NotFound(f"token {token_id} not found")
     token.revoked_at = token.revoked_at or utcnow()
 
@@ -194,32 +266,44 @@ async def touch_token(session: AsyncSession, token_id: uuid.UUID) -> None:
     await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
 
 
-async def login(session: AsyncSession, email: str, password: str, organization: str | None) -> TokenIssued:
-    query = select(User).where(User.email == email.lower(), User.is_active.is_(True))
+async def login(
+    session: AsyncSession,
+    email: str,
+    password: str,
+    organization: str | None,
+    *,
+    throttle: LoginThrottle,
+    address: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> TokenIssued:
+    """Checks the password and issues a token without holding a database connection or the
+    SQLite write lock while argon2 runs: a burst of logins queues for the hasher, not for the pool."""
+    account = f"{(organization or '').lower()}/{email.lower()}"
+    wait = throttle.retry_after(account, address)
+    if wait is not None:
+        raise TooManyRequests(f"too many failed logins; try again in {wait} seconds", retry_after=wait)
+    query = select(User.id, User.password_hash).where(User.email == email.lower(), User.is_active.is_(True))
     if organization is not None:
         query = query.join(Organization, Organization.id == User.organization_id).where(
             Organization.slug == organization
         )
-    users = list(await session.scalars(query))
+    users = list((await session.execute(query)).all())
+    # The read is done: give the connection back before hashing.
+    await session.rollback()
     if len(users) > 1:
         raise ValidationFailed("organization", "this email belongs to several organizations; give its slug")
-    user = users[0] if users else None
+    user_id, password_hash = users[0] if users else (None, None)
     # Verify even when the user is missing-or-passwordless so timing doesn't reveal which emails exist.
-    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
-    if not security.verify_password(stored, password) or user is None or user.password_hash is None:
+    verified = await security.verify_password_off_loop(password_hash or _DUMMY_HASH, password)
+    if not verified or user_id is None or password_hash is None:
+        throttle.failed(account, address)
         raise Unauthorized("email or password is wrong")
-    return await issue_token(session, user, name="login", expires_in_days=30)
+    throttle.succeeded(account)
+    async with session_scope(sessionmaker) as write:
+        holder = await write.get(User, user_id)
+        if holder is None or not holder.is_active or holder.password_hash != password_hash:
+            raise Unauthorized("email or password is wrong")
+        return await issue_token(write, holder, name="login", login=True)
 
 
 _DUMMY_HASH = security.hash_password("not-a-real-password-just-timing")
-
-
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden("this action needs the owner or admin role")
-
-
-def require_role(principal: Principal, *roles: Role) -> None:
-    if principal.role not in roles:
-        allowed = ", ".join(role.value for role in roles)
-        raise Forbidden(f"this action needs one of the roles: {allowed}")

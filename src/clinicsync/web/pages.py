@@ -8,7 +8,7 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
@@ -21,7 +21,7 @@ from clinicsync.booking.schemas import (
     PatientCreate,
     WeeklyAvailability,
 )
-from clinicsync.deps import PUBLIC, SESSION_COOKIE, SessionDep
+from clinicsync.deps import PUBLIC, SESSION_COOKIE, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.errors import ClinicSyncError, Conflict, Unauthorized
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
@@ -34,7 +34,6 @@ from clinicsync.web.session import Page, PageViewer, csrf_token_for
 router = APIRouter(include_in_schema=False)
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-LOGIN_DAYS = 14
 
 
 def _text(form: Any, name: str) -> str:
@@ -85,7 +84,7 @@ async def login_form(request: Request, next: str = "/start") -> HTMLResponse:
     return login_page(request, next_path=_safe_next(next))
 
 
-@router.post("/login", dependencies=[PUBLIC])
+@router.post("/login", dependencies=[PUBLIC, Depends(writes_in_own_transactions)])
 async def login(request: Request, session: SessionDep) -> Response:
     form = await request.form()
     values = {"email": _text(form, "email"), "organization": _text(form, "organization")}
@@ -103,7 +102,13 @@ async def login(request: Request, session: SessionDep) -> Response:
         return login_page(request, next_path=next_path, values=values, errors=errors, status_code=422)
     try:
         issued = await tenancy_service.login(
-            session, values["email"], _text(form, "password"), values["organization"] or None
+            session,
+            values["email"],
+            _text(form, "password"),
+            values["organization"] or None,
+            throttle=request.app.state.login_throttle,
+            address=request.client.host if request.client else "unknown",
+            sessionmaker=get_sessionmaker(request),
         )
     except Unauthorized:
         errors = {"password": "email or password is wrong"}
@@ -117,7 +122,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     response.set_cookie(
         SESSION_COOKIE,
         issued.token,
-        max_age=LOGIN_DAYS * 86400,
+        max_age=request.app.state.settings.login_token_hours * 3600,
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",
