@@ -23,6 +23,7 @@ from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker
 from clinicsync.deps import PUBLIC
+from clinicsync.edge.headers import SecurityHeaders
 from clinicsync.edge.limits import InputLimits
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
@@ -89,7 +90,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def install_edge(app: FastAPI, settings: Settings) -> None:
-    """Middleware, innermost first: input limits, then request ids, the access log and 500s."""
+    """Middleware, innermost first: security headers, input limits, then request ids, the access
+    log and 500s (outermost, so even a refused body is logged with its request id)."""
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(InputLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
 

@@ -88,6 +88,9 @@ def demo(
     from clinicsync.demo import DEMO_PASSWORD, seed_demo
 
     settings = get_settings()
+    if not settings.outbound_allowlist:
+        # The demo's PMS is a sandbox on this machine.
+        settings = settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8", "::1/128", "localhost"]})
     seeded = asyncio.run(seed_demo(settings.database_url))
     base = f"http://{host}:{port}"
     console.print(f"[bold green]clinicsync demo[/bold green] running at {base}  (API docs: {base}/docs)")

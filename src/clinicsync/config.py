@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     login_failures_per_account: int = Field(default=10, ge=1, description="Failed logins before 429")
     login_failures_per_address: int = Field(default=50, ge=1, description="Failed logins from one address")
     login_failure_window_seconds: int = Field(default=900, ge=1, description="How long a failure counts")
+    outbound_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Non-public addresses (CIDR) or host names integrations may call, e.g. a local PMS",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted; larger ones answer 413"
     )

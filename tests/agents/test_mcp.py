@@ -11,12 +11,13 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clinicsync.agents.context import AgentContext
 from clinicsync.agents.mcp_server import build_server
-from clinicsync.agents.tools import AgentContext
 from clinicsync.booking.models import BookingSource
 from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.manager import SyncManager
+from clinicsync.tenancy.models import Role
 from tests.agents.conftest import AgentClinic, make_agent_clinic
 from tests.conftest import RunningServer
 
@@ -139,8 +140,10 @@ async def test_over_http_a_service_token_books_for_its_own_clinic_only(
 
 
 async def test_http_without_a_valid_token_is_refused(
-    server: RunningServer, client: httpx.AsyncClient
+    server: RunningServer, client: httpx.AsyncClient, tenant_factory: Any
 ) -> None:
+    owner = await tenant_factory()
+    practitioner = await tenant_factory(role=Role.PRACTITIONER, organization_id=owner.organization_id)
     initialize = {
         "jsonrpc": "2.0",
         "id": 1,
@@ -152,7 +155,8 @@ async def test_http_without_a_valid_token_is_refused(
         },
     }
     headers = {"Accept": "application/json, text/event-stream"}
-    for extra in ({}, {"Authorization": "Bearer cs_not_a_token"}):
+    # A practitioner's token is real but lacks agents.tools: refused like no token at all.
+    for extra in ({}, {"Authorization": "Bearer cs_not_a_token"}, practitioner.headers):
         response = await client.post("/mcp", json=initialize, headers={**headers, **extra})
         assert response.status_code == 401
     missing = await client.get("/api/v1/no-such-route")

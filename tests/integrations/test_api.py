@@ -275,15 +275,6 @@ async def test_no_plaintext_secret_in_database_or_responses(
     tenant = await tenant_factory()
     h = tenant.headers
     secret = "sk-test-Zq81VbX3mN0pLk77"
-    made = await client.post(
-        "/api/admin/api-credentials",
-        headers=h,
-        json={"provider_key": "openai", "secrets": {"api_key": secret}},
-    )
-    assert made.status_code == 201
-    responses = [made.text]
-    responses.append((await client.get("/api/admin/api-credentials", headers=h)).text)
-    responses.append((await client.get(f"/api/admin/api-credentials/{made.json()['id']}", headers=h)).text)
     # The test call goes to a loopback stand-in that refuses every key, never to the internet.
     refusing = FastAPI()
 
@@ -294,12 +285,24 @@ async def test_no_plaintext_secret_in_database_or_responses(
         )
 
     async with serve(refusing) as base_url:
+        # Pointed there first: a secret is bound to the host it is entered for.
         pointed = await client.post(
             "/api/admin/integrations",
             headers=h,
             json={"provider_key": "openai", "base_url": base_url + "/v1"},
         )
         assert pointed.status_code == 201, pointed.text
+        made = await client.post(
+            "/api/admin/api-credentials",
+            headers=h,
+            json={"provider_key": "openai", "secrets": {"api_key": secret}},
+        )
+        assert made.status_code == 201
+        responses = [made.text]
+        responses.append((await client.get("/api/admin/api-credentials", headers=h)).text)
+        responses.append(
+            (await client.get(f"/api/admin/api-credentials/{made.json()['id']}", headers=h)).text
+        )
         tested = await client.post(f"/api/admin/api-credentials/{made.json()['id']}/test", headers=h)
     responses.append(tested.text)
     assert tested.status_code == 200 and tested.json()["success"] is False

@@ -374,7 +374,9 @@ async def test_incremental_sync_returns_changes_and_deletions(
     changes, change_pages = await read_all(api, {"syncToken": token, "maxResults": 2})
     by_id = {item["id"]: item for item in changes}
     assert set(by_id) == {moved, cancelled, "fresh001", "fresh002"}
-    assert by_id[moved]["start"]["dateTime"] == "2031-02-02T10:00:00Z"
+    # Answered in the calendar's zone: the same instant, not the same text.
+    moved_start = datetime.fromisoformat(by_id[moved]["start"]["dateTime"])
+    assert moved_start == datetime(2031, 2, 2, 10, tzinfo=UTC)
     assert by_id[cancelled] == {
         "kind": "calendar#event",
         "etag": by_id[cancelled]["etag"],

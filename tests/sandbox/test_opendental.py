@@ -197,7 +197,7 @@ async def test_appointment_filters(od: OpenDentalSandbox, client: httpx.AsyncCli
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"DateTStamp": "2030-06-01"}, "DateTStamp format must be yyyy-MM-dd HH:mm:ss"),
+        ({"DateTStamp": "06/01/2030"}, "DateTStamp format must be yyyy-MM-dd HH:mm:ss"),
         ({"DateTStamp": "2030-06-01T10:00:00"}, "DateTStamp format must be yyyy-MM-dd HH:mm:ss"),
         ({"ClinicNum": 4}, "Clinic not found"),
         ({"AptStatus": "Cancelled"}, "AptStatus must be one of"),

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from clinicsync.agents import registry, service
+from clinicsync.agents.context import AgentContext
 from clinicsync.agents.schemas import (
     AgentBookingRead,
     AgentSettingsRead,
@@ -25,7 +26,6 @@ from clinicsync.agents.schemas import (
     ToolAnswer,
     ToolCatalogue,
 )
-from clinicsync.agents.tools import AgentContext
 from clinicsync.booking.models import BookingSource
 from clinicsync.config import Settings
 from clinicsync.deps import PLATFORM, Requires, SessionDep

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.agents import registry
 from clinicsync.agents.api import caller_source
-from clinicsync.agents.tools import AgentContext
+from clinicsync.agents.context import AgentContext
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import ClinicSyncError
 from clinicsync.sync.manager import SyncManager

@@ -19,7 +19,7 @@ from clinicsync.config import get_settings
 from clinicsync.db.base import utcnow
 
 if TYPE_CHECKING:
-    from clinicsync.agents.tools import AgentContext
+    from clinicsync.agents.context import AgentContext
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinicsync.agents import tools
+from clinicsync.agents import bookings, patients, scheduling
+from clinicsync.agents.context import AgentContext, ToolProblem, say_error
 from clinicsync.agents.models import AgentToolCall
 from clinicsync.agents.schemas import (
     BookArgs,
@@ -30,7 +31,6 @@ from clinicsync.agents.schemas import (
     RescheduleArgs,
     ToolAnswer,
 )
-from clinicsync.agents.tools import AgentContext, ToolProblem
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError
 from clinicsync.logging import get_logger
@@ -63,7 +63,7 @@ TOOLS: dict[str, Tool] = {
             "list_practitioners",
             "Who works at the clinic: name, role or speciality and their next free day.",
             ListPractitionersArgs,
-            tools.list_practitioners,
+            scheduling.list_practitioners,
             writes=False,
         ),
         Tool(
@@ -71,7 +71,7 @@ TOOLS: dict[str, Tool] = {
             "A handful of free appointment times in the clinic's local time, for a practitioner or anyone, "
             "on a date or range and part of the day. Pass an option's start to book.",
             FindSlotsArgs,
-            tools.find_slots,
+            scheduling.find_slots,
             writes=False,
         ),
         Tool(
@@ -79,7 +79,7 @@ TOOLS: dict[str, Tool] = {
             "Find an existing patient by phone number, or by full name and date of birth. "
             "Returns patient_id.",
             FindPatientArgs,
-            tools.find_patient,
+            patients.find_patient,
             writes=False,
         ),
         Tool(
@@ -87,7 +87,7 @@ TOOLS: dict[str, Tool] = {
             "Register a new patient (an existing one with the same name and phone is found, not duplicated). "
             "Returns patient_id.",
             RegisterPatientArgs,
-            tools.register_patient,
+            patients.register_patient,
             writes=True,
         ),
         Tool(
@@ -95,28 +95,28 @@ TOOLS: dict[str, Tool] = {
             "Book a patient into a time offered by find_slots. Returns the booking reference; a taken time "
             "answers with the nearest free ones.",
             BookArgs,
-            tools.book,
+            bookings.book,
             writes=True,
         ),
         Tool(
             "lookup_booking",
             "Read a booking by its reference, with the patient's phone number or date of birth as proof.",
             LookupBookingArgs,
-            tools.lookup_booking,
+            bookings.lookup_booking,
             writes=False,
         ),
         Tool(
             "reschedule",
             "Move a booking to a new time, by reference plus the patient's phone number or date of birth.",
             RescheduleArgs,
-            tools.reschedule,
+            bookings.reschedule,
             writes=True,
         ),
         Tool(
             "cancel",
             "Cancel a booking by reference plus the patient's phone number or date of birth.",
             CancelArgs,
-            tools.cancel,
+            bookings.cancel,
             writes=True,
         ),
     )
@@ -194,7 +194,7 @@ async def run(
         answer = ToolAnswer(ok=False, text=problem.message, data=problem.data)
     except ClinicSyncError as error:
         log.info("agent_tool_refused", tool=name, code=error.code)
-        answer = ToolAnswer(ok=False, text=tools.say_error(error))
+        answer = ToolAnswer(ok=False, text=say_error(error))
     if not answer.ok and tool.writes:
         # Nothing of a failed write stays, not even its replay claim: a retry tries again.
         await session.rollback()

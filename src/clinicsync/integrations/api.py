@@ -14,6 +14,7 @@ from clinicsync.integrations import service
 from clinicsync.integrations.credentials import cipher_for
 from clinicsync.integrations.definitions import DefinitionError, parse_definition_text
 from clinicsync.integrations.executor import IntegrationExecutor
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.schemas import (
     CredentialCreate,
     CredentialOut,
@@ -47,6 +48,12 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _check_address(request: Request, base_url: str | None) -> None:
+    """A base_url naming a loopback, link-local or private address is refused unless allowed."""
+    if base_url:
+        OutboundPolicy.from_entries(_settings(request).outbound_allowlist).check_literal(base_url)
+
+
 def executor(request: Request) -> IntegrationExecutor:
     return IntegrationExecutor(get_sessionmaker(request), _settings(request))
 
@@ -55,24 +62,28 @@ def executor(request: Request) -> IntegrationExecutor:
 
 
 @router.post(
-    "/api/integrations/{provider}",
+    "/api/integrations/{integration}",
     response_model=ExecuteResponse,
     dependencies=[Depends(writes_in_own_transactions)],
 )
 async def run_function(
-    provider: str, payload: ExecuteRequest, principal: PmsRunner, request: Request
+    integration: str, payload: ExecuteRequest, principal: PmsRunner, request: Request
 ) -> ExecuteResponse:
-    """Run one of the provider's functions for the caller's organization; returns mapped records."""
+    """Run a function of one of the organization's integrations; returns mapped records.
+
+    `integration` is the integration's id, or its provider key while the organization has
+    only one integration of that provider (else `location` says which).
+    """
     resolution, result = await executor(request).execute(
         principal.organization_id,
-        provider,
+        integration,
         payload.function,
         payload.params,
         location=payload.location,
         max_records=payload.max_records,
     )
     return ExecuteResponse(
-        provider=provider,
+        provider=resolution.integration.provider_key,
         function=payload.function,
         integration_id=resolution.integration.id,
         count=len(result.records),
@@ -81,11 +92,12 @@ async def run_function(
     )
 
 
-@router.get("/api/integrations/{provider}", response_model=IntegrationStatus)
+@router.get("/api/integrations/{integration}", response_model=IntegrationStatus)
 async def integration_status(
-    provider: str, principal: PmsRunner, request: Request, location: str | None = None
+    integration: str, principal: PmsRunner, request: Request, location: str | None = None
 ) -> dict[str, Any]:
-    return await executor(request).status(principal.organization_id, provider, location)
+    """Health of one integration, addressed by id or provider key as for running a function."""
+    return await executor(request).status(principal.organization_id, integration, location)
 
 
 # ---- integrations -----------------------------------------------------------------
@@ -99,8 +111,9 @@ async def list_integrations(session: SessionDep, principal: IntegrationManager) 
 
 @admin.post("/integrations", response_model=IntegrationOut, status_code=status.HTTP_201_CREATED)
 async def create_integration(
-    payload: IntegrationCreate, session: SessionDep, principal: IntegrationManager
+    payload: IntegrationCreate, session: SessionDep, principal: IntegrationManager, request: Request
 ) -> Any:
+    _check_address(request, payload.base_url)
     return await service.create_integration(session, principal.organization_id, payload)
 
 
@@ -149,8 +162,13 @@ async def get_definition(
 
 @admin.patch("/integrations/{integration_id}", response_model=IntegrationOut)
 async def update_integration(
-    integration_id: uuid.UUID, payload: IntegrationUpdate, session: SessionDep, principal: IntegrationManager
+    integration_id: uuid.UUID,
+    payload: IntegrationUpdate,
+    session: SessionDep,
+    principal: IntegrationManager,
+    request: Request,
 ) -> Any:
+    _check_address(request, payload.base_url)
     return await service.update_integration(session, principal.organization_id, integration_id, payload)
 
 
@@ -169,7 +187,10 @@ async def delete_integration(
 async def list_endpoints(
     integration_id: uuid.UUID, session: SessionDep, principal: IntegrationManager
 ) -> Any:
-    return await service.list_endpoints(session, principal.organization_id, integration_id)
+    """The integration's functions, each with the mapping it runs with."""
+    row = await service.get_integration(session, principal.organization_id, integration_id)
+    endpoints = await service.list_endpoints(session, principal.organization_id, integration_id)
+    return await service.endpoint_views(session, row, endpoints)
 
 
 @admin.post(
@@ -180,7 +201,9 @@ async def list_endpoints(
 async def create_endpoint(
     integration_id: uuid.UUID, payload: EndpointCreate, session: SessionDep, principal: IntegrationManager
 ) -> Any:
-    return await service.create_endpoint(session, principal.organization_id, integration_id, payload)
+    endpoint = await service.create_endpoint(session, principal.organization_id, integration_id, payload)
+    row = await service.get_integration(session, principal.organization_id, integration_id)
+    return (await service.endpoint_views(session, row, [endpoint]))[0]
 
 
 @admin.put("/integrations/{integration_id}/endpoints/{endpoint_id}", response_model=EndpointOut)
@@ -191,9 +214,11 @@ async def replace_endpoint(
     session: SessionDep,
     principal: IntegrationManager,
 ) -> Any:
-    return await service.replace_endpoint(
+    endpoint = await service.replace_endpoint(
         session, principal.organization_id, integration_id, endpoint_id, payload
     )
+    row = await service.get_integration(session, principal.organization_id, integration_id)
+    return (await service.endpoint_views(session, row, [endpoint]))[0]
 
 
 @admin.delete(

@@ -176,14 +176,20 @@ class OAuth2Auth(AuthStrategy):
             else:
                 response = await client.post(url, data=form, headers=headers)
         except httpx.TimeoutException:
-            raise IntegrationError("timeout", "the token endpoint did not answer in time") from None
+            # The API request itself was never sent, so the call may be made again.
+            raise IntegrationError(
+                "timeout", "the token endpoint did not answer in time", request_not_sent=True
+            ) from None
         except httpx.TransportError as exc:
             raise IntegrationError(
                 "unavailable", f"cannot reach the token endpoint: {type(exc).__name__}", request_not_sent=True
             ) from None
         if response.status_code >= 500:
             raise IntegrationError(
-                "unavailable", "the token endpoint failed", provider_status=response.status_code
+                "unavailable",
+                "the token endpoint failed",
+                provider_status=response.status_code,
+                request_not_sent=True,
             )
         if response.status_code >= 400:
             message = _provider_message(response)
@@ -252,14 +258,19 @@ class CookieLoginAuth(AuthStrategy):
             else:
                 response = await client.post(url, data=fields)
         except httpx.TimeoutException:
-            raise IntegrationError("timeout", "the login page did not answer in time") from None
+            raise IntegrationError(
+                "timeout", "the login page did not answer in time", request_not_sent=True
+            ) from None
         except httpx.TransportError as exc:
             raise IntegrationError(
                 "unavailable", f"cannot reach the login page: {type(exc).__name__}", request_not_sent=True
             ) from None
         if response.status_code >= 500:
             raise IntegrationError(
-                "unavailable", "the login page failed", provider_status=response.status_code
+                "unavailable",
+                "the login page failed",
+                provider_status=response.status_code,
+                request_not_sent=True,
             )
         cookies = {cookie.name: cookie.value or "" for cookie in response.cookies.jar}
         if response.status_code >= 400 or not cookies:

@@ -118,7 +118,7 @@ class PaginationStyle(StrEnum):
 class PaginationSpec(_Strict):
     style: PaginationStyle = PaginationStyle.NONE
     page_size: int = Field(default=100, ge=1, le=100_000)
-    limit_param: str = "limit"
+    limit_param: str | None = Field(default="limit", description="page size for offset and cursor paging")
     offset_param: str = "offset"
     page_param: str = "page"
     per_page_param: str | None = "per_page"
@@ -328,6 +328,50 @@ class ProviderDefinition(_Strict):
 
     def pagination_for(self, endpoint: EndpointSpec) -> PaginationSpec:
         return endpoint.pagination if endpoint.pagination is not None else self.pagination
+
+    def shared_map(self, internal: str, direction: Direction) -> ParameterMapSpec | None:
+        """The provider-wide map for `internal` in `direction`, if there is one."""
+        for shared in self.parameter_maps:
+            if shared.internal == internal and shared.direction is direction:
+                return shared
+        return None
+
+    def effective_param(self, param: ParameterSpec) -> tuple[str, list[TransformStep]]:
+        """Where a parameter goes and how it is transformed: its own map, else the provider-wide one."""
+        shared = self.shared_map(param.name, Direction.IN)
+        external = param.external or (shared.external if shared else None) or param.name
+        steps = param.transform or (shared.transform if shared else [])
+        return external, steps
+
+    def effective_field(self, internal: str, field: FieldSpec) -> FieldSpec:
+        """A returned field with the provider-wide transform when it names none of its own."""
+        shared = self.shared_map(internal, Direction.OUT)
+        if field.transform or shared is None:
+            return field
+        return field.model_copy(update={"transform": shared.transform})
+
+    def effective_endpoint(self, endpoint: EndpointSpec) -> dict[str, Any]:
+        """A function as it is run: every parameter and field with the map that applies to it."""
+        params = []
+        for param in endpoint.params:
+            external, steps = self.effective_param(param)
+            entry = param.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            entry["external"] = external
+            entry["transform"] = [step.model_dump(mode="json") for step in steps]
+            params.append(entry)
+        fields = {
+            internal: self.effective_field(internal, field).model_dump(mode="json", by_alias=True)
+            for internal, field in endpoint.response.fields.items()
+        }
+        response = endpoint.response.model_dump(mode="json", by_alias=True, exclude={"fields"})
+        return {
+            "method": endpoint.method,
+            "path": endpoint.path,
+            "params": params,
+            "pagination": self.pagination_for(endpoint).model_dump(mode="json"),
+            "response": {**response, "fields": fields},
+            "retry_safe": endpoint.is_retry_safe,
+        }
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

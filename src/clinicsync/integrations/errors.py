@@ -1,9 +1,16 @@
 """Failures of calls to providers, classified with stable codes.
 
 Codes: auth_failed, not_found, validation_failed, rate_limited, unavailable, timeout,
-permanent. `transient` says whether trying again later can succeed; `request_not_sent`
-says the provider certainly did not act on the request (so even a non-idempotent call
-may be sent again).
+permanent, outcome_unknown. `transient` says whether trying again later can succeed;
+`request_not_sent` says the provider certainly did not act on the request (so even a
+non-idempotent call may be sent again).
+
+`outcome` is what a caller that must never duplicate a write needs to know:
+
+- ``not_sent``: the provider never saw the request; sending it again is safe.
+- ``refused``: the provider saw it and said no (4xx); sending it again gives the same answer.
+- ``unknown``: the request may have been applied (a timeout, a reset, a 5xx, or an answer lost
+  after the provider committed); look the record up before sending it again.
 """
 
 from __future__ import annotations
@@ -13,8 +20,16 @@ from typing import Any, Literal
 from clinicsync.errors import ClinicSyncError
 
 ErrorCode = Literal[
-    "auth_failed", "not_found", "validation_failed", "rate_limited", "unavailable", "timeout", "permanent"
+    "auth_failed",
+    "not_found",
+    "validation_failed",
+    "rate_limited",
+    "unavailable",
+    "timeout",
+    "permanent",
+    "outcome_unknown",
 ]
+Outcome = Literal["not_sent", "refused", "unknown"]
 
 # How each code is reported to our own API callers: a provider refusing our credentials is
 # not the caller's 401, so upstream problems are 5xx gateway statuses.
@@ -26,8 +41,11 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     "unavailable": 503,
     "timeout": 504,
     "permanent": 502,
+    # A write whose answer was lost: neither a success nor a failure the caller may retry blindly.
+    "outcome_unknown": 502,
 }
-TRANSIENT_CODES = frozenset({"rate_limited", "unavailable", "timeout"})
+TRANSIENT_CODES = frozenset({"rate_limited", "unavailable", "timeout", "outcome_unknown"})
+REFUSED_CODES = frozenset({"validation_failed", "not_found", "auth_failed", "permanent"})
 
 
 class IntegrationError(ClinicSyncError):
@@ -42,7 +60,11 @@ class IntegrationError(ClinicSyncError):
         request_not_sent: bool = False,
         details: Any = None,
     ) -> None:
-        body_details = {"provider_status": provider_status, "provider_message": provider_message}
+        body_details: dict[str, Any] = {
+            "provider_status": provider_status,
+            "provider_message": provider_message,
+            "outcome": _outcome(code, request_not_sent),
+        }
         if isinstance(details, dict):
             body_details.update(details)
         super().__init__(message, details=body_details, code=code)
@@ -55,3 +77,15 @@ class IntegrationError(ClinicSyncError):
     @property
     def transient(self) -> bool:
         return self.code in TRANSIENT_CODES
+
+    @property
+    def outcome(self) -> Outcome:
+        return _outcome(self.code, self.request_not_sent)
+
+
+def _outcome(code: str, request_not_sent: bool) -> Outcome:
+    if request_not_sent:
+        return "not_sent"
+    if code in REFUSED_CODES:
+        return "refused"
+    return "unknown"

@@ -27,11 +27,23 @@ from clinicsync.integrations.credentials import SecretCipher, cipher_for
 from clinicsync.integrations.definitions import ProviderDefinition
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.models import ApiCredential, ExternalIntegration
-from clinicsync.integrations.runtime import CallResult, ProviderCaller, ResolvedIntegration, peek_runtime
+from clinicsync.integrations.outbound import CredentialHostMismatch, OutboundPolicy, origin
+from clinicsync.integrations.ratebudget import DatabaseBudget, Priority, shared_budget
+from clinicsync.integrations.runtime import (
+    CallResult,
+    ProviderCaller,
+    ResolvedIntegration,
+    peek_runtime,
+    render,
+)
 from clinicsync.logging import get_logger
 from clinicsync.tenancy.models import Organization
 
 log = get_logger(__name__)
+
+# What a call addresses: an integration's id (always unambiguous), or a provider key, which
+# names an integration only while the organization has one of that provider.
+Target = uuid.UUID | str
 
 _definitions: dict[uuid.UUID, tuple[tuple[int, int | None], ProviderDefinition]] = {}
 
@@ -86,9 +98,21 @@ class IntegrationExecutor:
         self,
         session: AsyncSession,
         organization_id: uuid.UUID,
-        provider_key: str,
+        target: Target,
         location: str | None = None,
     ) -> ExternalIntegration:
+        """The organization's integration named by id, or by provider key (and location)."""
+        integration_id = as_integration_id(target)
+        if integration_id is not None:
+            row = await session.get(ExternalIntegration, integration_id)
+            if row is None or row.organization_id != organization_id:
+                raise NotFound(f"integration {integration_id} not found")
+            if location is not None and row.location_label != location:
+                raise ValidationFailed(
+                    "location", f"integration {integration_id} is at {row.location_label!r}, not {location!r}"
+                )
+            return row
+        provider_key = str(target)
         query = select(ExternalIntegration).where(
             ExternalIntegration.organization_id == organization_id,
             ExternalIntegration.provider_key == provider_key,
@@ -102,7 +126,9 @@ class IntegrationExecutor:
         if len(rows) > 1:
             labels = ", ".join(repr(row.location_label) for row in rows)
             raise ValidationFailed(
-                "location", f"{provider_key!r} is configured at several locations ({labels}); say which"
+                "location",
+                f"{provider_key!r} is configured at several locations ({labels}); say which,"
+                " or address the integration by its id",
             )
         return rows[0]
 
@@ -123,6 +149,15 @@ class IntegrationExecutor:
         definition_version = _definitions.get(row.id, ((row.revision, None), definition))[0]
         secret_version = credential.secret_version if credential else 0
         revision = f"{definition_version}:{credential_id}:{secret_version}"
+        if credential is not None and credential.bound_host is not None:
+            target = origin(render(definition.base_url, settings))
+            if target != credential.bound_host:
+                # Never send a stored secret anywhere but where it was entered for.
+                raise CredentialHostMismatch(
+                    f"the integration now points at {target}, but its credential's secrets were entered "
+                    f"for {credential.bound_host}; enter the secrets again to use them there",
+                    details={"credential_id": str(credential.id), "base_url_origin": target},
+                )
         return ResolvedIntegration(
             key=str(row.id),
             revision=revision,
@@ -130,26 +165,19 @@ class IntegrationExecutor:
             settings=settings,
             secrets=secrets,
             on_secret_update=self._secret_updater(credential_id) if credential_id else None,
+            outbound=OutboundPolicy.from_entries(self.settings.outbound_allowlist),
+            budget=(
+                shared_budget(self.sessionmaker, row.id, definition.rate_limit)
+                if definition.rate_limit is not None and row.organization_id is not None
+                else None
+            ),
         )
 
     async def resolve(
-        self, organization_id: uuid.UUID, provider_key: str, location: str | None = None
+        self, organization_id: uuid.UUID, target: Target, location: str | None = None
     ) -> Resolution:
         async with session_scope(self.sessionmaker, write=False) as session:
-            row = await self.find_integration(session, organization_id, provider_key, location)
-            if not row.enabled:
-                raise Conflict(f"the {provider_key!r} integration is disabled", code="integration_disabled")
-            definition = await self._definition(session, row)
-            credential = await service.credential_for(session, organization_id, row)
-            resolved = await self._resolve_row(session, organization_id, row, credential, definition)
-        return Resolution(row, credential, resolved)
-
-    async def resolve_id(self, organization_id: uuid.UUID, integration_id: uuid.UUID) -> Resolution:
-        """Like :meth:`resolve`, for callers that hold an integration's id (one of several locations)."""
-        async with session_scope(self.sessionmaker, write=False) as session:
-            row = await session.get(ExternalIntegration, integration_id)
-            if row is None or row.organization_id != organization_id:
-                raise NotFound(f"integration {integration_id} not found")
+            row = await self.find_integration(session, organization_id, target, location)
             if not row.enabled:
                 raise Conflict(
                     f"the {row.provider_key!r} integration is disabled", code="integration_disabled"
@@ -158,6 +186,10 @@ class IntegrationExecutor:
             credential = await service.credential_for(session, organization_id, row)
             resolved = await self._resolve_row(session, organization_id, row, credential, definition)
         return Resolution(row, credential, resolved)
+
+    async def resolve_id(self, organization_id: uuid.UUID, integration_id: uuid.UUID) -> Resolution:
+        """Like :meth:`resolve`, for callers that hold an integration's id (one of several locations)."""
+        return await self.resolve(organization_id, integration_id)
 
     def _secret_updater(self, credential_id: uuid.UUID) -> Any:
         async def store(changed: dict[str, str]) -> None:
@@ -185,16 +217,24 @@ class IntegrationExecutor:
     async def execute(
         self,
         organization_id: uuid.UUID,
-        provider_key: str,
+        target: Target,
         function: str,
         params: dict[str, Any] | None = None,
         *,
         location: str | None = None,
         max_records: int | None = None,
+        priority: Priority = Priority.LIVE,
     ) -> tuple[Resolution, CallResult]:
-        resolution = await self.resolve(organization_id, provider_key, location)
+        """Run `function` of the integration `target` (its id, or a provider key).
+
+        `priority` orders callers that share the integration's rate budget: LIVE (a booking
+        a person is waiting on) goes before BACKGROUND (a sync run's reads).
+        """
+        resolution = await self.resolve(organization_id, target, location)
         try:
-            result = await self.caller.execute(resolution.resolved, function, params, max_records=max_records)
+            result = await self.caller.execute(
+                resolution.resolved, function, params, max_records=max_records, priority=priority
+            )
         finally:
             await self._touch(resolution.credential)
         return resolution, result
@@ -202,27 +242,28 @@ class IntegrationExecutor:
     async def iterate(
         self,
         organization_id: uuid.UUID,
-        provider_key: str,
+        target: Target,
         function: str,
         params: dict[str, Any] | None = None,
         *,
         location: str | None = None,
         max_records: int | None = None,
+        priority: Priority = Priority.BACKGROUND,
     ) -> AsyncIterator[dict[str, Any]]:
-        resolution = await self.resolve(organization_id, provider_key, location)
+        resolution = await self.resolve(organization_id, target, location)
         try:
             async for record in self.caller.iterate(
-                resolution.resolved, function, params, max_records=max_records
+                resolution.resolved, function, params, max_records=max_records, priority=priority
             ):
                 yield record
         finally:
             await self._touch(resolution.credential)
 
     async def status(
-        self, organization_id: uuid.UUID, provider_key: str, location: str | None = None
+        self, organization_id: uuid.UUID, target: Target, location: str | None = None
     ) -> dict[str, Any]:
         async with session_scope(self.sessionmaker, write=False) as session:
-            row = await self.find_integration(session, organization_id, provider_key, location)
+            row = await self.find_integration(session, organization_id, target, location)
             credential = await service.credential_for(session, organization_id, row)
             try:
                 definition: ProviderDefinition | None = await self._definition(session, row)
@@ -249,8 +290,14 @@ class IntegrationExecutor:
             }
         )
         needs_credential = definition is not None and definition.auth.type != "none"
+        budget_status = stats["rate_limit"]
+        if definition is not None and definition.rate_limit is not None and isinstance(budget_status, dict):
+            budget = shared_budget(self.sessionmaker, row.id, definition.rate_limit)
+            if isinstance(budget, DatabaseBudget):
+                # Every process draws on the same budget, so what is left is what the database says.
+                budget_status["remaining"] = int(await budget.remaining())
         return {
-            "provider": provider_key,
+            "provider": row.provider_key,
             "integration_id": row.id,
             "display_name": row.display_name,
             "location_label": row.location_label,
@@ -325,3 +372,15 @@ class IntegrationExecutor:
                 if outcome.success:
                     stored.last_used_at = now
         return outcome
+
+
+def as_integration_id(target: Target) -> uuid.UUID | None:
+    """An integration id, if `target` is one (a provider key has no hyphens, so never is)."""
+    if isinstance(target, uuid.UUID):
+        return target
+    if len(target) != 36 or target.count("-") != 4:
+        return None
+    try:
+        return uuid.UUID(target)
+    except ValueError:
+        return None

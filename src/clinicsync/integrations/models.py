@@ -142,3 +142,21 @@ class ApiCredential(UUIDPrimaryKey, Timestamps, Base):
     last_test_ok: Mapped[bool | None] = mapped_column(default=None)
     last_test_latency_ms: Mapped[int | None] = mapped_column(default=None)
     last_test_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class IntegrationRateBudget(Base):
+    """One integration's shared token bucket (see ratebudget.py); taken under the row's lock."""
+
+    __tablename__ = "integration_rate_budgets"
+
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(
+            "external_integrations.id", ondelete="CASCADE", name="fk_integration_rate_budgets_integration_id"
+        ),
+        primary_key=True,
+    )
+    tokens: Mapped[float]
+    # Seconds since the epoch: the instant `tokens` was computed for.
+    refilled_at: Mapped[float]
+    # While a live caller waits, background callers leave the next tokens to it.
+    live_waiting_until: Mapped[float] = mapped_column(default=0.0)

@@ -1,8 +1,10 @@
 """Draft a provider definition from an OpenAPI 3 document.
 
 The draft has every operation as a function (named from its operationId), its path,
-query, header and JSON-body parameters with required flags, the auth scheme, and a guess
-at pagination and at where records are in the response. Internal names are the provider's
+query, header and JSON-body parameters with required flags, the auth scheme, the server's
+variables as settings, and a guess at pagination (query parameters, or a `links.next` in
+the response) and at where records are in the response (a list's array; a single object's
+envelope such as `data`, else the whole body). Internal names are the provider's
 names in snake_case; a person then renames them to clinicsync's vocabulary, adds
 transforms and picks the test function. The draft always validates as a definition.
 """
@@ -84,7 +86,7 @@ def _pagination(query_names: set[str]) -> dict[str, Any] | None:
     return None
 
 
-def _records_path(document: dict[str, Any], operation: dict[str, Any]) -> str | None:
+def _response_schema(document: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any] | None:
     responses = operation.get("responses") or {}
     for status in ("200", "201", 200, 201):
         response = _resolve(document, responses.get(status))
@@ -93,14 +95,56 @@ def _records_path(document: dict[str, Any], operation: dict[str, Any]) -> str | 
         schema = _resolve(
             document, ((response.get("content") or {}).get("application/json") or {}).get("schema")
         )
-        if not isinstance(schema, dict):
-            return None
-        if schema.get("type") == "array":
-            return None
-        for name, prop in (schema.get("properties") or {}).items():
-            if _resolve(document, prop).get("type") == "array":
-                return str(name)
+        return schema if isinstance(schema, dict) else None
+    return None
+
+
+def _properties(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    properties: dict[str, dict[str, Any]] = {}
+    for part in [schema, *[_resolve(document, s) for s in schema.get("allOf") or []]]:
+        if isinstance(part, dict):
+            for name, prop in (part.get("properties") or {}).items():
+                resolved = _resolve(document, prop)
+                properties[str(name)] = resolved if isinstance(resolved, dict) else {}
+    return properties
+
+
+def _is_object(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "object" or bool(schema.get("properties")) or bool(schema.get("allOf"))
+
+
+ENVELOPE_NAMES = ("data", "result", "results", "item", "items", "record", "records", "resource")
+
+
+def _records(document: dict[str, Any], schema: dict[str, Any] | None, single: bool) -> str | None:
+    """Where the record (single) or the list of records is in the response body."""
+    if schema is None or schema.get("type") == "array":
         return None
+    properties = _properties(document, schema)
+    if single:
+        # An object that wraps the record ({"data": {...}}) names it; a record's own lists
+        # (a patient's phone numbers) are not records.
+        wrappers = [name for name in ENVELOPE_NAMES if name in properties and _is_object(properties[name])]
+        return wrappers[0] if wrappers and len(properties) <= 3 else None
+    for name, prop in properties.items():
+        if prop.get("type") == "array":
+            return name
+    return None
+
+
+def _next_link(document: dict[str, Any], schema: dict[str, Any] | None) -> str | None:
+    """`links.next` (or `_links.next`, `next`) in a list response: the provider pages by link."""
+    if schema is None:
+        return None
+    properties = _properties(document, schema)
+    for container in ("links", "_links"):
+        if container in properties and "next" in _properties(document, properties[container]):
+            nested = _properties(document, properties[container])["next"]
+            return (
+                f"{container}.next.href" if "href" in _properties(document, nested) else f"{container}.next"
+            )
+    if "next" in properties and properties["next"].get("type") == "string":
+        return "next"
     return None
 
 
@@ -154,19 +198,38 @@ def _function(
     if encoding_is_form(body):
         function["body_encoding"] = "form"
     response: dict[str, Any] = {"include_unmapped": True}
-    if method == "get":
-        records = _records_path(document, operation)
-        if records:
-            response["records"] = records
-        pagination = _pagination(query_names)
-        if pagination:
-            function["pagination"] = pagination
-        elif "{" in path:
-            response["single"] = True
-    else:
+    schema = _response_schema(document, operation)
+    pagination = _pagination(query_names) if method == "get" else None
+    next_link = _next_link(document, schema) if method == "get" else None
+    if next_link:
+        pagination = {**(pagination or {"style": "page", "per_page_param": None}), "style": "page"}
+        pagination["next_link_path"] = next_link
+    single = method != "get" or (
+        pagination is None and (path.rstrip("/").endswith("}") or _response_is_object(document, schema))
+    )
+    records = _records(document, schema, single)
+    if records:
+        response["records"] = records
+    if pagination:
+        function["pagination"] = pagination
+    if single:
         response["single"] = True
     function["response"] = response
     return function
+
+
+def _response_is_object(document: dict[str, Any], schema: dict[str, Any] | None) -> bool:
+    """A GET answering one record (a settings or "me" resource), not a list in an envelope.
+
+    A record has an `id` of its own, or no list in it; an envelope has a list and no id.
+    """
+    if schema is None or not _is_object(schema):
+        return False
+    properties = _properties(document, schema)
+    identified = any(
+        name.lower() == "id" and prop.get("type") != "array" for name, prop in properties.items()
+    )
+    return identified or not any(prop.get("type") == "array" for prop in properties.values())
 
 
 def encoding_is_form(body: Any) -> bool:
@@ -176,14 +239,33 @@ def encoding_is_form(body: Any) -> bool:
     return "application/json" not in content and "application/x-www-form-urlencoded" in content
 
 
+def _server(document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The first server's URL, its `{variables}` turned into settings with their defaults.
+
+    `https://{region}.api.example.com/{version}` becomes
+    `https://{settings.region}.api.example.com/{settings.version}`, so each clinic's
+    integration sets its own region without a new definition.
+    """
+    servers = document.get("servers") or []
+    server = servers[0] if servers and isinstance(servers[0], dict) else {}
+    url = str(server.get("url") or "")
+    settings: dict[str, Any] = {}
+    for name, variable in (server.get("variables") or {}).items():
+        name = str(name)
+        setting = snake(name)
+        default = variable.get("default") if isinstance(variable, dict) else None
+        settings[setting] = default
+        url = url.replace("{" + name + "}", "{settings." + setting + "}")
+    if not url.startswith(("http://", "https://")):
+        url = "https://api.example.invalid" + (url if url.startswith("/") else "")
+    return url, settings
+
+
 def draft_definition(document: Any, key: str) -> dict[str, Any]:
     if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3"):
         raise OpenAPIImportError("not an OpenAPI 3 document (no `openapi: 3.x` field)")
     info = document.get("info") or {}
-    servers = document.get("servers") or []
-    base_url = str(servers[0].get("url")) if servers and isinstance(servers[0], dict) else ""
-    if not base_url.startswith(("http://", "https://")):
-        base_url = "https://api.example.invalid" + (base_url if base_url.startswith("/") else "")
+    base_url, settings = _server(document)
     functions: dict[str, Any] = {}
     for path, item in (document.get("paths") or {}).items():
         item = _resolve(document, item)
@@ -208,6 +290,7 @@ def draft_definition(document: Any, key: str) -> dict[str, Any]:
         + "; rename parameters to clinicsync's names, add transforms and a test_function.",
         "category": "other",
         "base_url": base_url,
+        "settings": settings,
         "auth": _auth(document),
         "functions": functions,
     }

@@ -4,7 +4,8 @@
 - page: `page`/`per_page`; follows `links.next` when the provider gives one (Cliniko),
   else stops at the total (Ascend's `meta.pagination.total`) or on a short page.
 - token: an opaque `nextPageToken`; an empty page with a token is not the end (Google).
-- cursor: a `next_cursor` value, optionally with a `has_more` flag.
+- cursor: a `next_cursor` value, optionally with a `has_more` flag; the page size goes in
+  `limit_param` (as `limit` does for offset paging; None sends none).
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ class Paginator:
         spec = self.spec
         match spec.style:
             case PaginationStyle.OFFSET:
-                return PageRequest({spec.limit_param: self.page_size, spec.offset_param: 0})
+                return PageRequest({spec.limit_param or "limit": self.page_size, spec.offset_param: 0})
             case PaginationStyle.PAGE:
                 params: dict[str, Any] = {spec.page_param: spec.start_page}
                 if spec.per_page_param:
                     params[spec.per_page_param] = self.page_size
                 return PageRequest(params)
-            case PaginationStyle.TOKEN | PaginationStyle.CURSOR:
+            case PaginationStyle.TOKEN:
                 return PageRequest({spec.per_page_param: self.page_size} if spec.per_page_param else {})
+            case PaginationStyle.CURSOR:
+                return PageRequest({spec.limit_param: self.page_size} if spec.limit_param else {})
         return PageRequest()
 
     def next(self, body: Any, record_count: int) -> PageRequest | None:
@@ -59,7 +62,9 @@ class Paginator:
                 if record_count < self.page_size:
                     return None
                 self._offset += record_count
-                return PageRequest({spec.limit_param: self.page_size, spec.offset_param: self._offset})
+                return PageRequest(
+                    {spec.limit_param or "limit": self.page_size, spec.offset_param: self._offset}
+                )
             case PaginationStyle.PAGE:
                 return self._next_page(body, record_count)
             case PaginationStyle.TOKEN:

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from clinicsync.errors import ValidationFailed
@@ -41,12 +40,13 @@ from clinicsync.integrations.definitions import (
     ParameterMapSpec,
     ParamLocation,
     ProviderDefinition,
-    RateLimitSpec,
     ResponseSpec,
     TransformStep,
 )
 from clinicsync.integrations.errors import IntegrationError
+from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.pagination import PageRequest, Paginator
+from clinicsync.integrations.ratebudget import LocalBudget, Priority, RateBudget
 from clinicsync.integrations.transforms import TransformError, apply_steps, get_path, set_path
 from clinicsync.logging import get_logger
 
@@ -67,6 +67,10 @@ class ResolvedIntegration:
     secrets: dict[str, str] = field(default_factory=dict)
     base_url: str | None = None
     on_secret_update: SecretUpdate | None = None
+    outbound: OutboundPolicy | None = None
+    # The budget every caller of this integration shares (in the database when there is
+    # one); None means a budget of this process alone.
+    budget: RateBudget | None = None
 
     @property
     def url(self) -> str:
@@ -107,24 +111,6 @@ def _steps(steps: list[TransformStep], settings: Mapping[str, Any]) -> list[tupl
     return [(step.name, render(step.args, settings)) for step in steps]
 
 
-# ---- rate limiting ----------------------------------------------------------------
-
-
-def build_limiter(spec: RateLimitSpec | None) -> AsyncLimiter | None:
-    """A leaky bucket that never lets more than `requests` through in any `per_seconds` window.
-
-    A bucket of capacity b filled at rate r admits at most b + r*T in a window T, so the
-    rate is set to (N - b)/T: a small burst goes at once, the rest is spread out evenly.
-    """
-    if spec is None:
-        return None
-    limit = spec.requests
-    if limit == 1:
-        return AsyncLimiter(1, spec.per_seconds)
-    burst = min(spec.burst or max(1, limit // 10), limit - 1)
-    return AsyncLimiter(burst, burst * spec.per_seconds / (limit - burst))
-
-
 # ---- runtime per integration ------------------------------------------------------
 
 
@@ -133,9 +119,12 @@ class IntegrationRuntime:
         definition = resolved.definition
         self.revision = resolved.revision
         self.rate_limit = definition.rate_limit
-        self.limiter = build_limiter(definition.rate_limit)
+        self.budget: RateBudget | None = resolved.budget
+        if self.budget is None and definition.rate_limit is not None:
+            self.budget = LocalBudget(definition.rate_limit)
+        hooks = {"request": [resolved.outbound.check_request]} if resolved.outbound is not None else {}
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False
+            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False, event_hooks=hooks
         )
         self.auth: AuthStrategy = build_auth(
             definition.auth, resolved.secrets, resolved.url, resolved.on_secret_update
@@ -274,7 +263,15 @@ def prepare_request(
 ) -> PreparedRequest:
     """Check and map the caller's parameters into a request; bad input names the parameter."""
     settings = resolved.settings
-    provider_in = _provider_maps(resolved.definition, Direction.IN)
+    declared = {spec.name for spec in endpoint.params}
+    undeclared = sorted(name for name in params if name not in declared)
+    if undeclared:
+        # A parameter nobody reads is a caller's mistake (a typo, the wrong function): silently
+        # dropping it would send a request that does something else than asked.
+        takes = ", ".join(sorted(declared)) or "no parameters"
+        raise ValidationFailed(
+            f"params.{undeclared[0]}", f"is not a parameter of {function}; it takes {takes}"
+        )
     path_values: dict[str, str] = {}
     query: dict[str, Any] = {}
     body: dict[str, Any] = {}
@@ -295,13 +292,7 @@ def prepare_request(
             if spec.required:
                 raise ValidationFailed(f"params.{spec.name}", f"is required by {function}")
             continue
-        external = spec.external
-        steps = spec.transform
-        shared = provider_in.get(spec.name)
-        if shared is not None:
-            external = external or shared.external
-            steps = steps or shared.transform
-        external = external or spec.name
+        external, steps = resolved.definition.effective_param(spec)
         try:
             value = apply_steps(value, _steps(steps, settings))
         except TransformError as exc:
@@ -484,15 +475,28 @@ def _body(response: httpx.Response) -> Any:
 # ---- the caller -------------------------------------------------------------------
 
 
-def _transport_error(exc: httpx.TransportError) -> IntegrationError:
-    """Was the request possibly seen by the provider? Only connect-phase failures say no."""
+def _transport_error(exc: httpx.TransportError, *, writes: bool) -> IntegrationError:
+    """Was the request possibly seen by the provider? Only connect-phase failures say no.
+
+    A write that may have arrived (a timeout or a reset once the request went out) is
+    `outcome_unknown`: the provider may have committed it and lost only the answer, so the
+    caller must look the record up before sending it again.
+    """
     name = type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return IntegrationError("timeout", f"could not connect in time ({name})", request_not_sent=True)
-    if isinstance(exc, httpx.TimeoutException):
-        return IntegrationError("timeout", f"the provider did not answer in time ({name})")
     if isinstance(exc, httpx.ConnectError):
         return IntegrationError("unavailable", f"cannot reach the provider ({name})", request_not_sent=True)
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    if writes:
+        lost = "did not answer in time" if timed_out else f"dropped the connection ({name})"
+        return IntegrationError(
+            "outcome_unknown",
+            f"the provider {lost} after the write was sent; it may have been applied,"
+            " so look the record up before sending it again",
+        )
+    if timed_out:
+        return IntegrationError("timeout", f"the provider did not answer in time ({name})")
     return IntegrationError("unavailable", f"the connection failed ({name})")
 
 
@@ -509,9 +513,10 @@ class ProviderCaller:
         params: Mapping[str, Any] | None = None,
         *,
         max_records: int | None = None,
+        priority: Priority = Priority.LIVE,
     ) -> CallResult:
         result = CallResult(function=function, records=[], pages=0, status_code=None)
-        async for record in self._iterate(resolved, function, params or {}, max_records, result):
+        async for record in self._iterate(resolved, function, params or {}, max_records, result, priority):
             result.records.append(record)
         return result
 
@@ -522,10 +527,11 @@ class ProviderCaller:
         params: Mapping[str, Any] | None = None,
         *,
         max_records: int | None = None,
+        priority: Priority = Priority.LIVE,
     ) -> AsyncIterator[dict[str, Any]]:
         """Records one by one, fetching further pages only as they are consumed."""
         result = CallResult(function=function, records=[], pages=0, status_code=None)
-        async for record in self._iterate(resolved, function, params or {}, max_records, result):
+        async for record in self._iterate(resolved, function, params or {}, max_records, result, priority):
             yield record
 
     def endpoint(self, resolved: ResolvedIntegration, function: str) -> EndpointSpec:
@@ -544,6 +550,7 @@ class ProviderCaller:
         params: Mapping[str, Any],
         max_records: int | None,
         result: CallResult,
+        priority: Priority,
     ) -> AsyncIterator[dict[str, Any]]:
         endpoint = self.endpoint(resolved, function)
         prepared = prepare_request(resolved, function, endpoint, params)
@@ -555,13 +562,18 @@ class ProviderCaller:
             else None
         )
         provider_out = _provider_maps(resolved.definition, Direction.OUT)
+        # Fields that name no transform take the provider-wide map's for their name.
+        fields = {
+            internal: resolved.definition.effective_field(internal, spec)
+            for internal, spec in endpoint.response.fields.items()
+        }
         page: PageRequest | None = paginator.first() if paginator else PageRequest()
         produced = 0
         error: IntegrationError | None = None
         try:
             while page is not None:
                 build = functools.partial(prepared.build, page)
-                response = await self._send(runtime, resolved, endpoint, build)
+                response = await self._send(runtime, resolved, endpoint, build, priority)
                 result.pages += 1
                 result.status_code = response.status_code
                 body = _body(response)
@@ -569,7 +581,7 @@ class ProviderCaller:
                 for raw in raw_records:
                     yield map_record(
                         raw,
-                        endpoint.response.fields,
+                        fields,
                         endpoint.response.include_unmapped,
                         provider_out,
                         resolved.settings,
@@ -590,6 +602,7 @@ class ProviderCaller:
         resolved: ResolvedIntegration,
         endpoint: EndpointSpec,
         build: Callable[[], httpx.Request],
+        priority: Priority,
     ) -> httpx.Response:
         retry = resolved.definition.retry
         retry_safe = endpoint.is_retry_safe
@@ -629,23 +642,27 @@ class ProviderCaller:
             reraise=True,
         ):
             with attempt:
-                return await self._attempt(runtime, endpoint, build)
+                return await self._attempt(runtime, endpoint, build, priority)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _attempt(
-        self, runtime: IntegrationRuntime, endpoint: EndpointSpec, build: Callable[[], httpx.Request]
+        self,
+        runtime: IntegrationRuntime,
+        endpoint: EndpointSpec,
+        build: Callable[[], httpx.Request],
+        priority: Priority,
     ) -> httpx.Response:
         renewed = False
         while True:
             request = build()
             await runtime.auth.apply(request, runtime.client)
-            if runtime.limiter is not None:
-                await runtime.limiter.acquire()
+            if runtime.budget is not None:
+                await runtime.budget.acquire(priority)
             runtime.note_sent()
             try:
                 response = await runtime.client.send(request)
             except httpx.TransportError as exc:
-                raise _transport_error(exc) from None
+                raise _transport_error(exc, writes=not endpoint.is_retry_safe) from None
             if response.status_code in runtime.auth.reauth_statuses and not renewed:
                 # The provider did not act on a rejected credential, so sending again is safe.
                 renewed = await runtime.auth.renew(runtime.client, request)

@@ -115,6 +115,11 @@ class EndpointOut(BaseModel):
     response_field_map: dict[str, Any]
     retry_safe: bool | None
     options: dict[str, Any]
+    mapping: dict[str, Any] | None = Field(
+        default=None,
+        description="the function as it runs: each parameter's provider name and transforms, and"
+        " each returned field's source and transforms, provider-wide maps included",
+    )
 
 
 class ParameterMapCreate(_Input):

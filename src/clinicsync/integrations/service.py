@@ -33,10 +33,13 @@ from clinicsync.integrations.models import (
     IntegrationEndpoint,
     IntegrationParameterMap,
 )
+from clinicsync.integrations.outbound import origin
+from clinicsync.integrations.runtime import render
 from clinicsync.integrations.schemas import (
     CredentialCreate,
     CredentialUpdate,
     EndpointCreate,
+    EndpointOut,
     IntegrationCreate,
     IntegrationUpdate,
     ParameterMapCreate,
@@ -343,6 +346,20 @@ async def list_endpoints(
     return (await load_parts(session, row))[1]
 
 
+async def endpoint_views(
+    session: AsyncSession, integration: ExternalIntegration, endpoints: list[IntegrationEndpoint]
+) -> list[EndpointOut]:
+    """Endpoint rows with the mapping each one runs with (its maps and the provider-wide ones)."""
+    definition = await build_definition(session, integration)
+    views = []
+    for endpoint in endpoints:
+        view = EndpointOut.model_validate(endpoint)
+        spec = definition.functions.get(endpoint.function_name)
+        view.mapping = definition.effective_endpoint(spec) if spec is not None else None
+        views.append(view)
+    return views
+
+
 async def _endpoint(
     session: AsyncSession, row: ExternalIntegration, endpoint_id: uuid.UUID
 ) -> IntegrationEndpoint:
@@ -508,6 +525,28 @@ async def _check_integration_link(
         )
 
 
+async def current_origin(
+    session: AsyncSession, organization_id: uuid.UUID, integration_id: uuid.UUID | None, provider_key: str
+) -> str | None:
+    """The scheme://host:port a credential's secrets would be sent to now (None: no provider yet)."""
+    row = await session.get(ExternalIntegration, integration_id) if integration_id is not None else None
+    if row is None:
+        row = (
+            await session.scalars(
+                select(ExternalIntegration)
+                .where(
+                    ExternalIntegration.organization_id == organization_id,
+                    ExternalIntegration.provider_key == provider_key,
+                )
+                .order_by(ExternalIntegration.location_label)
+            )
+        ).first() or await catalogue_provider(session, provider_key)
+    if row is None:
+        return None
+    definition = await build_definition(session, row)
+    return origin(render(definition.base_url, dict(definition.settings)))
+
+
 async def create_credential(
     session: AsyncSession, organization_id: uuid.UUID, payload: CredentialCreate, cipher: SecretCipher
 ) -> ApiCredential:
@@ -521,6 +560,9 @@ async def create_credential(
         secret_ciphertext=cipher.encrypt(payload.secrets),
         secret_hints=hints(payload.secrets),
         secret_version=1,
+        bound_host=await current_origin(
+            session, organization_id, payload.integration_id, payload.provider_key
+        ),
     )
     session.add(row)
     try:
@@ -550,6 +592,8 @@ async def update_credential(
         row.secret_ciphertext = cipher.encrypt(payload.secrets)
         row.secret_hints = hints(payload.secrets)
         row.secret_version += 1
+        # Secrets typed in again are bound to where the credential points now.
+        row.bound_host = await current_origin(session, organization_id, row.integration_id, row.provider_key)
         row.last_test_ok = None
         row.last_test_error = None
     await session.flush()

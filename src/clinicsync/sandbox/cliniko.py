@@ -11,7 +11,9 @@ What it reproduces, and why each matters to a sync client:
   cancelled and archived rows the default lists hide, ``sort``/``order``.
 - Cancel needs a reason code and is irreversible (``cancelled_at`` never moves); archive and the
   deprecated DELETE hide rows; every edit bumps ``updated_at``.
-- UTC ``Z`` datetimes only; ``422 {"message": "Validation Failed", "errors": {...}}``.
+- UTC ``Z`` datetimes only: filters refuse anything else, and a written time with an offset (or
+  none) is misread, its wall clock taken as UTC, as the real API was reported to do;
+  ``422 {"message": "Validation Failed", "errors": {...}}``.
 - 200 requests a minute per API key (configurable), then 429 with ``X-RateLimit-Reset``.
 """
 
@@ -47,6 +49,9 @@ SHARDS = ("au1", "au2", "au3", "au4", "ca1", "uk1", "uk2", "eu1")
 SHARD_SUFFIX = re.compile(r"^\w{2}\d{1,2}$")
 USER_AGENT_FORMAT = re.compile(r"^\s*(?P<name>[^()]*\S)\s*\((?P<email>[^()\s]+@[^()\s]+\.[^()\s]+)\)\s*$")
 UTC_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?Z$")
+WALL_CLOCK_DATETIME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)(?:[+-]\d{2}:?\d{2})?$"
+)
 DATE_PATTERN = re.compile(r"^[\d*]{4}-[\d*]{2}-[\d*]{2}$")
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
@@ -115,6 +120,19 @@ def parse_utc(value: Any) -> datetime | None:
         )
     except ValueError:
         return None
+
+
+def misread_wall_clock(value: Any) -> datetime | None:
+    """What Cliniko makes of a written time with an offset or none: its wall clock, read as UTC.
+
+    The API is UTC only, and times sent with an offset (or without ``Z``) were reported to be
+    stored shifted by the offset rather than refused (cliniko-api issues #272, #215). Filters
+    still refuse them; a client must always send UTC.
+    """
+    if not isinstance(value, str):
+        return None
+    match = WALL_CLOCK_DATETIME.match(value.strip())
+    return parse_utc(match.group(1) + "Z") if match else None
 
 
 def shard_of_key(api_key: str) -> tuple[str, str]:
@@ -587,7 +605,7 @@ def _datetime_field(
         if required:
             errors[name] = "can't be blank"
         return None
-    parsed = parse_utc(value)
+    parsed = parse_utc(value) or misread_wall_clock(value)
     if parsed is None:
         errors[name] = "must be a UTC datetime ending in Z, e.g. 2016-07-21T03:45:00Z"
     return parsed

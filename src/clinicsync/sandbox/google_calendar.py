@@ -11,6 +11,8 @@ What it reproduces, and why each matters to a sync client:
 - Client-supplied event ids (base32hex, 5-1024 characters) with ``409 duplicate``: the idempotent
   create.
 - ETags with ``If-Match`` (412 ``conditionNotMet``) on update, patch and delete.
+- Event times come back in the event's ``timeZone``, else the list's ``timeZone`` parameter, else the
+  calendar's zone (``2030-03-04T09:00:00-06:00``), never as the client wrote them.
 - Google's error envelope for 400/401/403/404/409/410/412/429, including the rate-limit reasons.
 - OAuth: a static bearer token (settings ``access_tokens``); no token endpoint.
 - ``events.watch`` channels: a ``sync`` message first, then ``exists`` on every change, with the
@@ -183,6 +185,23 @@ def event_time(value: Any, name: str) -> tuple[datetime, bool]:
             raise bad_request(f"Invalid time zone definition for {name} time.", reason="timeRangeEmpty")
         return datetime.fromisoformat(raw).replace(tzinfo=zone).astimezone(UTC), False
     raise bad_request(f"Missing time zone definition for {name} time.", reason="required")
+
+
+def in_zone(value: Any, name: str, default_zone: str) -> Any:
+    """An event time as Google answers it: the wall clock and offset of the event's own zone.
+
+    Google returns ``dateTime`` in the zone the event names (``timeZone``), else in the zone the
+    list asked for, else in the calendar's, whatever form the client wrote it in: a client that
+    compares the text with what it sent, instead of the instant, sees a change that is none.
+    """
+    if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
+        return value
+    try:
+        instant, _all_day = event_time(value, name)
+        zone = ZoneInfo(str(value.get("timeZone") or default_zone))
+    except (GoogleError, KeyError, ValueError):
+        return value
+    return {**value, "dateTime": instant.astimezone(zone).isoformat(timespec="seconds")}
 
 
 def merge_patch(target: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -430,13 +449,20 @@ class GoogleCalendarSandbox(SandboxServer):
                 channel.queue.put_nowait(RESOURCE_STATE_EXISTS)
 
     def event_json(
-        self, calendar: CalendarData, event: StoredEvent, *, minimal: bool = False
+        self,
+        calendar: CalendarData,
+        event: StoredEvent,
+        *,
+        minimal: bool = False,
+        time_zone: str | None = None,
     ) -> dict[str, Any]:
         if minimal:
             # What a list shows for a deleted event: Google only promises the id.
             return {"kind": "calendar#event", "etag": event.etag, "id": event.id, "status": "cancelled"}
         data = dict(event.data)
         data.setdefault("status", "confirmed")
+        for name in ("start", "end"):
+            data[name] = in_zone(data.get(name), name, time_zone or calendar.time_zone)
         return {
             "kind": "calendar#event",
             "etag": event.etag,
@@ -500,7 +526,11 @@ class GoogleCalendarSandbox(SandboxServer):
         for event_id in page_ids:
             event = calendar.events.get(event_id)
             if event is not None:
-                items.append(self.event_json(calendar, event, minimal=event.cancelled))
+                items.append(
+                    self.event_json(
+                        calendar, event, minimal=event.cancelled, time_zone=params.get("timeZone")
+                    )
+                )
 
         body: dict[str, Any] = {
             "kind": "calendar#events",

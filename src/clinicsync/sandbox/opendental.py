@@ -8,7 +8,8 @@ What it reproduces:
   (``yyyy-MM-dd HH:mm:ss``), null dates as ``0001-01-01`` / ``0001-01-01 00:00:00``, ``serverDateTime``
   on every row of a GET; schedule numbers serialised as strings.
 - ``Limit``/``Offset`` paging, at most 100 rows, no total count; ``DateTStamp`` returns rows changed
-  strictly after the given second (stamps have one-second resolution, like the real database).
+  strictly after the given second (stamps have one-second resolution, like the real database); a
+  date alone (``DateTStamp=2020-07-30``, as in the docs' example) means midnight office time.
 - Appointments: list/get/create/partial update, ``Break`` (Scheduled only), ``Note`` (appends),
   ``Confirm``, ``Slots``, ``ASAP``; ``histappointments`` with Created/Changed/Missed/Cancelled/Deleted;
   hard deletes only through the front-desk action and never in ``DateTStamp`` deltas.
@@ -947,6 +948,14 @@ class OpenDentalSandbox(SandboxServer):
         raw = query.get("DateTStamp")
         if raw is None:
             return None
+        if DATE_RE.match(raw):
+            # The documented example sends a date alone (DateTStamp=2020-07-30): midnight, office time.
+            try:
+                return self._local_to_utc(datetime.strptime(raw, DATE_FORMAT))
+            except ValueError as exc:
+                raise SandboxError(
+                    400, "DateTStamp format must be yyyy-MM-dd HH:mm:ss", reason="DateTStamp"
+                ) from exc
         if not DATETIME_RE.match(raw):
             raise SandboxError(400, "DateTStamp format must be yyyy-MM-dd HH:mm:ss", reason="DateTStamp")
         try:
