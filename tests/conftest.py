@@ -50,6 +50,7 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
 
+
 # The sandbox PMS servers listen on loopback; tests allow it as an operator would allow a PMS
 # on the clinic's own network. Tests of the refusal build their Settings with an empty list.
 os.environ.setdefault("CLINICSYNC_OUTBOUND_ALLOWLIST", '["127.0.0.0/8", "::1/128", "localhost"]')
