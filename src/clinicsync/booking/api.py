@@ -164,13 +164,14 @@ async def delete_override(
 async def search_slots(
     principal: SlotSearcher,
     session: SessionDep,
+    sync: SyncManagerDep,
     from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
     to: Annotated[date, Query(description="Last local date, inclusive")],
     practitioner_id: uuid.UUID | None = None,
     duration_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
     interval_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
 ) -> SlotSearchResult:
-    return await service.search_slots(
+    return await sync.search_slots(
         session,
         principal,
         first_day=from_,

@@ -44,7 +44,13 @@ class InProcessRunner:
         delay = (at - utcnow()).total_seconds() if at is not None else 0.0
         loop = asyncio.get_running_loop()
         if delay > 0:
-            handle = loop.call_later(delay, self._start, key, kwargs)
+            handle: asyncio.TimerHandle | None = None
+
+            def fire() -> None:
+                self._timers.discard(handle)
+                self._start(key, kwargs)
+
+            handle = loop.call_later(delay, fire)
             self._timers.add(handle)
         else:
             self._start(key, kwargs)

@@ -33,12 +33,17 @@ def conninfo(database_url: str) -> str:
 
 
 class ProcrastinateRunner:
-    def __init__(self, ctx: SyncContext, *, concurrency: int, sweep_interval: float) -> None:
+    def __init__(
+        self, ctx: SyncContext, *, concurrency: int, sweep_interval: float, works: bool = True
+    ) -> None:
         self.ctx = ctx
         self.concurrency = concurrency
+        # A process that only defers (an API server without an embedded worker) needs few connections.
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
-                conninfo=conninfo(ctx.settings.database_url), min_size=1, max_size=max(4, concurrency + 2)
+                conninfo=conninfo(ctx.settings.database_url),
+                min_size=1,
+                max_size=concurrency + 2 if works else 2,
             )
         )
         self._worker: asyncio.Task[None] | None = None
@@ -60,6 +65,7 @@ class ProcrastinateRunner:
         @self.app.periodic(cron=f"* * * * * */{every}", periodic_id="outbox")
         @self.app.task(name=tasks.SWEEP, queue=QUEUE, queueing_lock="sweep")
         async def sweep(timestamp: int) -> int:
+            await runner.release_stalled()
             return await tasks.sweep(runner.ctx, runner)
 
     async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:
@@ -68,9 +74,23 @@ class ProcrastinateRunner:
         with contextlib.suppress(AlreadyEnqueued):
             await self.app.configure_task(task, queueing_lock=lock, schedule_at=at).defer_async(**kwargs)
 
+    async def _now(self, item_id: str) -> None:
+        # A fresh write (or a person's retry) must not wait behind a retry scheduled for later, so
+        # no queueing lock here; a second job for one item finds it claimed or done and stops.
+        await self.app.configure_task(tasks.DELIVER).defer_async(item_id=item_id)
+
+    async def release_stalled(self) -> None:
+        """Jobs of a worker that died stay `doing` in Procrastinate; hand them to the living.
+
+        Their outbox items are safe either way (the lease runs out and the sweep re-owns them); this
+        only keeps the job table honest and lets the job run again."""
+        for job in await self.app.job_manager.get_stalled_jobs(queue=QUEUE):
+            with contextlib.suppress(Exception):
+                await self.app.job_manager.retry_job(job)
+
     def wake(self, item_ids: list[str]) -> None:
         for item_id in item_ids:
-            task = asyncio.ensure_future(self.defer(tasks.DELIVER, item_id=item_id))
+            task = asyncio.ensure_future(self._now(item_id))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
@@ -91,14 +111,16 @@ class ProcrastinateRunner:
             concurrency=self.concurrency,
             install_signal_handlers=install_signal_handlers,
             fetch_job_polling_interval=1.0,
+            # On stop, running deliveries get a moment; an unfinished one is re-owned via its lease.
+            shutdown_graceful_timeout=3.0,
             delete_jobs="successful",
         )
 
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._worker, timeout=5)
         for task in list(self._pending):
             with contextlib.suppress(Exception):
                 await task

@@ -36,6 +36,7 @@ async def start_for_server(ctx: SyncContext, engine: AsyncEngine) -> Runner | No
             ctx,
             concurrency=settings.sync_worker_concurrency,
             sweep_interval=settings.sync_sweep_interval_seconds,
+            works=settings.sync_embedded_worker,
         )
         await runner.start(embedded_worker=settings.sync_embedded_worker)
         return runner

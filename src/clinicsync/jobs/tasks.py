@@ -20,7 +20,14 @@ from clinicsync.db.engine import session_scope
 from clinicsync.logging import get_logger
 from clinicsync.sync import delivery, outbox
 from clinicsync.sync.delivery import SyncContext
-from clinicsync.sync.models import UNFINISHED_STATUSES, OutboxItem, OutboxStatus
+from clinicsync.sync.models import (
+    UNFINISHED_STATUSES,
+    ExternalReference,
+    OutboxItem,
+    OutboxStatus,
+    RecordType,
+    SyncState,
+)
 
 log = get_logger(__name__)
 
@@ -41,6 +48,8 @@ async def deliver(ctx: SyncContext, jobs: Deferrer, item_id: str) -> str:
         if outcome.read_back is not None:
             at = utcnow() + timedelta(seconds=ctx.settings.sync_read_back_delay_seconds)
             await jobs.defer(READ_BACK, at=at, ref_id=str(outcome.read_back))
+        for ref_id in await _patient_to_confirm(ctx, uuid.UUID(item_id)):
+            await jobs.defer(READ_BACK, ref_id=str(ref_id))
         following = await _next_in_chain(ctx, uuid.UUID(item_id))
         if following is not None:
             await jobs.defer(DELIVER, item_id=str(following))
@@ -64,6 +73,23 @@ async def _next_in_chain(ctx: SyncContext, item_id: uuid.UUID) -> uuid.UUID | No
             .limit(1)
         )
         return following
+
+
+async def _patient_to_confirm(ctx: SyncContext, item_id: uuid.UUID) -> list[uuid.UUID]:
+    """A patient matched or created on the way to their appointment is read back as well."""
+    async with session_scope(ctx.sessionmaker, write=False) as session:
+        item = await session.get(OutboxItem, item_id)
+        if item is None or item.record_type != RecordType.APPOINTMENT:
+            return []
+        found = await session.scalars(
+            select(ExternalReference.id).where(
+                ExternalReference.integration_id == item.integration_id,
+                ExternalReference.record_type == RecordType.PATIENT,
+                ExternalReference.record_id == item.chain_key,
+                ExternalReference.sync_state == SyncState.ACCEPTED,
+            )
+        )
+        return list(found)
 
 
 async def read_back(ctx: SyncContext, jobs: Deferrer, ref_id: str) -> str:

@@ -5,20 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinicsync.db.base import utcnow
 from clinicsync.errors import Conflict, NotFound, ValidationFailed
 from clinicsync.integrations import service as integration_service
 from clinicsync.integrations.canonical import SyncOperation, supported_operations
 from clinicsync.integrations.definitions import DefinitionError
 from clinicsync.integrations.models import ExternalIntegration
+from clinicsync.sync import outbox
 from clinicsync.sync.models import (
     UNFINISHED_STATUSES,
     IntegrationSyncConfig,
     OutboxItem,
-    OutboxStatus,
     SyncDirection,
 )
 from clinicsync.sync.schemas import OwedPushes, SyncConfigCreate, SyncConfigRead, SyncConfigUpdate
@@ -34,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
 }
 # What a config needs the provider to do, by the toggles it turns on.
 NEEDED_FOR_PUSH = {
-    "sync_on_create": (SyncOperation.APPOINTMENT_CREATE, SyncOperation.PATIENT_CREATE),
+    # Patients are pushed where the provider keeps them (a calendar does not).
+    "sync_on_create": (SyncOperation.APPOINTMENT_CREATE,),
     "sync_on_update": (SyncOperation.APPOINTMENT_UPDATE,),
     "sync_on_delete": (SyncOperation.APPOINTMENT_CANCEL,),
 }
@@ -224,16 +224,7 @@ async def delete_config(
     if discard_owed:
         if not reason or not reason.strip():
             raise ValidationFailed("reason", "is required to discard owed pushes")
-        result = await session.execute(
-            update(OutboxItem)
-            .where(
-                OutboxItem.integration_id == config.integration_id,
-                OutboxItem.status.in_((OutboxStatus.PENDING, OutboxStatus.FAILED)),
-            )
-            .values(status=OutboxStatus.DISCARDED, discard_reason=reason.strip(), updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        discarded = getattr(result, "rowcount", 0) or 0
+        discarded = await outbox.discard_owed(session, config.integration_id, reason.strip())
     integration_id = config.integration_id
     await session.delete(config)
     await session.flush()

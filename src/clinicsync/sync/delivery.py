@@ -92,6 +92,14 @@ async def _perform(
     return result.records
 
 
+async def supported(
+    ctx: SyncContext, organization_id: uuid.UUID, integration_id: uuid.UUID
+) -> frozenset[SyncOperation]:
+    """What the integration's definition can do (cached by the executor per definition revision)."""
+    resolution = await ctx.executor.resolve_id(organization_id, integration_id)
+    return canonical.supported_operations(resolution.resolved.definition)
+
+
 async def _store_ref(
     ctx: SyncContext,
     organization_id: uuid.UUID,
@@ -156,6 +164,9 @@ async def ensure_patient(
     existing = await _external_id(ctx, integration_id, RecordType.PATIENT, patient_id)
     if existing is not None:
         return existing
+    if SyncOperation.PATIENT_CREATE not in await supported(ctx, organization_id, integration_id):
+        # A provider without a patient register (a calendar) carries our own id on the appointment.
+        return str(patient_id)
     if payload is None:
         from clinicsync.booking.models import Patient
 
@@ -198,8 +209,10 @@ async def ensure_patient(
     return external_id
 
 
-async def _patient(ctx: SyncContext, claim: Claim) -> tuple[str, dict[str, Any]]:
+async def _patient(ctx: SyncContext, claim: Claim) -> tuple[str | None, dict[str, Any] | None]:
     payload = {key: value for key, value in claim.payload.items() if value is not None}
+    if SyncOperation.PATIENT_CREATE not in await supported(ctx, claim.organization_id, claim.integration_id):
+        return None, None  # this provider keeps no patients: nothing to push
     external_id = await _external_id(ctx, claim.integration_id, RecordType.PATIENT, claim.record_id)
     if claim.operation == OutboxOperation.CREATE and external_id is None:
         external_id = await ensure_patient(
@@ -231,6 +244,8 @@ async def practitioner_id(
     existing = await _external_id(ctx, integration_id, RecordType.PRACTITIONER, local_id)
     if existing is not None:
         return existing
+    if SyncOperation.PRACTITIONER_LIST not in await supported(ctx, organization_id, integration_id):
+        return str(local_id)
     from clinicsync.booking.models import Practitioner
 
     async with session_scope(ctx.sessionmaker, write=False) as session:
@@ -357,6 +372,8 @@ async def deliver(ctx: SyncContext, item_id: uuid.UUID) -> DeliveryOutcome:
     if claim is None:
         return DeliveryOutcome("skipped")
     try:
+        external_id: str | None
+        sent: dict[str, Any] | None
         if claim.record_type == RecordType.PATIENT:
             external_id, sent = await _patient(ctx, claim)
         else:
@@ -459,7 +476,8 @@ async def read_back(ctx: SyncContext, ref_id: uuid.UUID) -> str:
             ref = await session.get(ExternalReference, ref_id)
             if ref is not None:
                 ref.read_back_attempts += 1
-        log.warning("read_back_failed", ref_id=str(ref_id), error_type=type(exc).__name__)
+        code = getattr(exc, "code", None)
+        log.warning("read_back_failed", ref_id=str(ref_id), error_type=type(exc).__name__, code=code)
         return "retry"
     async with session_scope(ctx.sessionmaker) as session:
         ref = await session.get(ExternalReference, ref_id)

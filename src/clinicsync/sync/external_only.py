@@ -30,7 +30,7 @@ from clinicsync.integrations import canonical
 from clinicsync.integrations.canonical import SyncOperation
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.sync import refs
-from clinicsync.sync.delivery import SyncContext, booking_note, classify, patient_payload
+from clinicsync.sync.delivery import SyncContext, booking_note, classify, patient_payload, supported
 from clinicsync.sync.models import ExternalReference, IntegrationSyncConfig, RecordType, SyncState
 from clinicsync.tenancy.principal import Principal
 
@@ -73,6 +73,13 @@ async def _call(
     return result.records
 
 
+async def _supported(ctx: SyncContext, config: IntegrationSyncConfig) -> frozenset[SyncOperation]:
+    try:
+        return await supported(ctx, config.organization_id, config.integration_id)
+    except ClinicSyncError as exc:
+        raise PmsFailed(exc, provider="the PMS") from None
+
+
 async def provider_name(session: AsyncSession, config: IntegrationSyncConfig) -> str:
     from clinicsync.integrations.models import ExternalIntegration
 
@@ -97,9 +104,11 @@ async def _patient_external_id(
     ref = await refs.get_ref(session, config.integration_id, RecordType.PATIENT, patient.id)
     if ref is not None and ref.external_id:
         return ref.external_id
-    external_id, snapshot = await push_patient(ctx, config, patient_payload(patient), provider)
-    await accept(session, config, RecordType.PATIENT, patient.id, external_id, snapshot)
-    return external_id
+    pushed = await push_patient(ctx, config, patient_payload(patient), provider)
+    if pushed is None:
+        return str(patient.id)  # a provider without patients carries our id on the appointment
+    await accept(session, config, RecordType.PATIENT, patient.id, *pushed)
+    return pushed[0]
 
 
 def patient_fields(data: Any) -> dict[str, Any]:
@@ -114,8 +123,12 @@ def patient_fields(data: Any) -> dict[str, Any]:
 
 async def push_patient(
     ctx: SyncContext, config: IntegrationSyncConfig, payload: dict[str, Any], provider: str
-) -> tuple[str, dict[str, Any]]:
-    """Finds the patient in the PMS (email, or phone + date of birth) or creates them there."""
+) -> tuple[str, dict[str, Any]] | None:
+    """Finds the patient in the PMS (email, or phone + date of birth) or creates them there.
+
+    None when the provider keeps no patients."""
+    if SyncOperation.PATIENT_CREATE not in await _supported(ctx, config):
+        return None
     clean = {key: value for key, value in payload.items() if value is not None}
     if clean.get("email") or (clean.get("phone") and clean.get("date_of_birth")):
         found = await _call(ctx, config, SyncOperation.PATIENT_FIND, clean, provider)
@@ -154,6 +167,8 @@ async def _practitioner_external_id(
     ref = await refs.get_ref(session, config.integration_id, RecordType.PRACTITIONER, practitioner_id)
     if ref is not None and ref.external_id:
         return ref.external_id
+    if SyncOperation.PRACTITIONER_LIST not in await _supported(ctx, config):
+        return str(practitioner_id)
     from clinicsync.booking.models import Practitioner
     from clinicsync.sync.delivery import match_practitioner
 
@@ -369,3 +384,46 @@ async def cancel_appointment(
         {"reason": data.reason or "cancelled"},
         {"cancellation_reason": data.reason or "cancelled"},
     )
+
+
+async def busy_times(
+    ctx: SyncContext,
+    session: AsyncSession,
+    config: IntegrationSyncConfig,
+    starts_from: datetime,
+    starts_to: datetime,
+) -> dict[uuid.UUID, list[tuple[datetime, datetime]]]:
+    """The PMS's live appointments in a window, by our practitioner id: its diary is the truth here."""
+    from sqlalchemy import select
+
+    provider = await provider_name(session, config)
+    records = await _call(
+        ctx,
+        config,
+        SyncOperation.APPOINTMENT_LIST_CHANGED,
+        {"starts_from": starts_from, "starts_to": starts_to},
+        provider,
+    )
+    links = {
+        ref.external_id: ref.record_id
+        for ref in await session.scalars(
+            select(ExternalReference).where(
+                ExternalReference.integration_id == config.integration_id,
+                ExternalReference.record_type == RecordType.PRACTITIONER,
+            )
+        )
+    }
+    busy: dict[uuid.UUID, list[tuple[datetime, datetime]]] = {}
+    for record in records:
+        if record.get("status") not in ("pending", "confirmed") or record.get("starts_at") is None:
+            continue
+        local = links.get(str(record.get("practitioner_id")))
+        if local is None:
+            try:  # a calendar carries our own practitioner id
+                local = uuid.UUID(str(record.get("practitioner_id")))
+            except ValueError:
+                continue
+        starts = record["starts_at"]
+        ends = record.get("ends_at") or starts
+        busy.setdefault(local, []).append((starts, ends))
+    return busy

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event
@@ -29,6 +30,7 @@ from clinicsync.booking.schemas import (
     AppointmentUpdate,
     PatientCreate,
     PatientUpdate,
+    SlotSearchResult,
 )
 from clinicsync.logging import get_logger
 from clinicsync.sync import configs, delivery, external_only, outbox
@@ -231,6 +233,48 @@ class SyncManager:
             await self._after_appointment_change(session, principal, pushing, appointment)
         return appointment
 
+    # ---- slots ------------------------------------------------------------------------------
+
+    async def search_slots(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        first_day: date,
+        last_day: date,
+        practitioner_id: uuid.UUID | None = None,
+        duration_minutes: int | None = None,
+        interval_minutes: int | None = None,
+        now: datetime | None = None,
+    ) -> SlotSearchResult:
+        """Free slots; for an external-only clinic the PMS's diary, not the local table, says what's taken."""
+        result = await service.search_slots(
+            session,
+            principal,
+            first_day=first_day,
+            last_day=last_day,
+            practitioner_id=practitioner_id,
+            duration_minutes=duration_minutes,
+            interval_minutes=interval_minutes,
+            now=now,
+        )
+        sole = next(
+            (config for config in await self._pushing(session, principal) if config.external_only), None
+        )
+        if sole is None or not result.slots:
+            return result
+        first = min(slot.start for slot in result.slots)
+        last = max(slot.end for slot in result.slots)
+        busy = await external_only.busy_times(self.ctx, session, sole, first - timedelta(days=1), last)
+        result.slots = [
+            slot
+            for slot in result.slots
+            if not any(
+                start < slot.end and end > slot.start for start, end in busy.get(slot.practitioner_id, [])
+            )
+        ]
+        return result
+
     # ---- patients ---------------------------------------------------------------------------
 
     async def create_patient(
@@ -238,7 +282,7 @@ class SyncManager:
     ) -> Patient:
         pushing = await self._pushing(session, principal)
         sole = next((config for config in pushing if config.external_only), None)
-        pushed: tuple[str, dict[str, Any]] | None = None
+        pushed: tuple[str, dict[str, Any]] | None = None  # (external id, what was sent)
         if sole is not None:
             # The PMS first: a refusal there leaves nothing here.
             pushed = await external_only.push_patient(

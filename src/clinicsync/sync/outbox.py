@@ -97,14 +97,24 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def _chain_blocked(item_seq: Any, integration_id: Any, chain_key: Any, item_id: Any) -> Any:
+def _chain_blocked(item_seq: Any, integration_id: Any, chain_key: Any, item_id: Any, record_id: Any) -> Any:
+    """Whether an item must wait: one of its chain is in flight, or an earlier one is still owed.
+
+    A failed (refused) item holds back later pushes of the same record, and a failed patient holds
+    back their appointments; another appointment of the same patient goes ahead.
+    """
     earlier = aliased(OutboxItem)
     return exists().where(
         earlier.integration_id == integration_id,
         earlier.chain_key == chain_key,
         earlier.id != item_id,
         (earlier.status == OutboxStatus.IN_FLIGHT)
-        | and_(earlier.seq < item_seq, earlier.status.in_(UNFINISHED_STATUSES)),
+        | and_(earlier.seq < item_seq, earlier.status == OutboxStatus.PENDING)
+        | and_(
+            earlier.seq < item_seq,
+            earlier.status == OutboxStatus.FAILED,
+            (earlier.record_id == record_id) | (earlier.record_type == RecordType.PATIENT),
+        ),
     )
 
 
@@ -127,7 +137,7 @@ async def claim(
         if item.status != OutboxStatus.PENDING or item.next_attempt_at > now:
             return None
         blocked = await session.scalar(
-            select(_chain_blocked(item.seq, item.integration_id, item.chain_key, item.id))
+            select(_chain_blocked(item.seq, item.integration_id, item.chain_key, item.id, item.record_id))
         )
         if blocked:
             return None
@@ -209,7 +219,10 @@ async def succeed(
         ref.last_error = None
         ref.mismatch = None
         ref.read_back_attempts = 0
-        ref.sync_state = SyncState.PENDING if still_owed else SyncState.ACCEPTED
+        if ref.external_id is None:
+            ref.sync_state = SyncState.LOCAL_ONLY  # the provider keeps no such record
+        else:
+            ref.sync_state = SyncState.PENDING if still_owed else SyncState.ACCEPTED
         config = await _config(session, claim.integration_id)
         if config is not None:
             config.last_sync_at, config.last_sync_status, config.last_sync_error = now, "ok", None
@@ -312,7 +325,11 @@ async def due(sessionmaker: async_sessionmaker[AsyncSession], *, limit: int) -> 
                 OutboxItem.status == OutboxStatus.PENDING,
                 OutboxItem.next_attempt_at <= utcnow(),
                 ~_chain_blocked(
-                    OutboxItem.seq, OutboxItem.integration_id, OutboxItem.chain_key, OutboxItem.id
+                    OutboxItem.seq,
+                    OutboxItem.integration_id,
+                    OutboxItem.chain_key,
+                    OutboxItem.id,
+                    OutboxItem.record_id,
                 ),
             )
             .order_by(OutboxItem.seq)
@@ -405,6 +422,26 @@ async def discard(session: AsyncSession, principal: Principal, item_id: uuid.UUI
     item = await get_item(session, principal, item_id)
     if item.status not in (OutboxStatus.FAILED, OutboxStatus.PENDING):
         raise ValidationFailed("status", f"a {item.status.value} item cannot be discarded")
+    await discard_item(session, item, reason)
+    return item
+
+
+async def discard_owed(session: AsyncSession, integration_id: uuid.UUID, reason: str) -> int:
+    """Discards every owed push to one integration that is not in flight (a person asked, with a reason)."""
+    items = list(
+        await session.scalars(
+            select(OutboxItem).where(
+                OutboxItem.integration_id == integration_id,
+                OutboxItem.status.in_((OutboxStatus.PENDING, OutboxStatus.FAILED)),
+            )
+        )
+    )
+    for item in items:
+        await discard_item(session, item, reason)
+    return len(items)
+
+
+async def discard_item(session: AsyncSession, item: OutboxItem, reason: str) -> None:
     item.status = OutboxStatus.DISCARDED
     item.discard_reason = reason
     item.updated_at = utcnow()
@@ -413,4 +450,3 @@ async def discard(session: AsyncSession, principal: Principal, item_id: uuid.UUI
         ref.sync_state = SyncState.FAILED if ref.external_id is None else ref.sync_state
         ref.last_error = f"discarded: {reason}"
     await session.flush()
-    return item

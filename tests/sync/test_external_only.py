@@ -1,0 +1,124 @@
+"""External-only: the PMS is the source of truth, written synchronously; its failures are the caller's."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.factories import booking, future_day
+from tests.sync.conftest import EXTERNAL_ONLY, Connected, configure
+
+
+async def test_booking_goes_to_opendental_first_and_keeps_only_a_reference(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY, sync_on_delete=True)
+    start = od.clinic.local(future_day(), 10)
+    created = await client.post("/api/v1/appointments", json=booking(od.clinic, start), headers=od.headers)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    ref = body["external_refs"][0]
+    assert ref["sync_state"] == "accepted" and ref["external_id"]
+    in_pms = (await od.pms.get(f"/appointments/{ref['external_id']}")).json()
+    assert body["booking_reference"] in in_pms["Note"]
+    # No local appointment row: the list is empty, but the booking can be read (from its reference).
+    listed = await client.get("/api/v1/appointments", headers=od.headers)
+    assert listed.json()["total"] == 0
+    read = await client.get(f"/api/v1/appointments/{body['id']}", headers=od.headers)
+    assert read.status_code == 200 and read.json()["booking_reference"] == body["booking_reference"]
+    cancelled = await client.post(f"/api/v1/appointments/{body['id']}/cancel", headers=od.headers, json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await od.pms.get(f"/appointments/{ref['external_id']}")).json()["AptStatus"] == "Broken"
+
+
+async def test_pms_down_is_a_clear_503_and_nothing_is_half_written(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY)
+    moved = await client.patch(
+        f"/api/admin/integrations/{od.integration_id}",
+        headers=od.headers,
+        json={"base_url": "http://127.0.0.1:9"},
+    )
+    assert moved.status_code == 200, moved.text
+    start = od.clinic.local(future_day(), 10)
+    refused = await client.post("/api/v1/appointments", json=booking(od.clinic, start), headers=od.headers)
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "pms_unavailable" and "OpenDental" in error["message"]
+    patients_before = (await client.get("/api/v1/patients", headers=od.headers)).json()
+    new_patient = await client.post(
+        "/api/v1/patients",
+        headers=od.headers,
+        json={
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "ada@example.com",
+            "date_of_birth": "1990-12-10",
+        },
+    )
+    assert new_patient.status_code == 503
+    assert (await client.get("/api/v1/patients", headers=od.headers)).json() == patients_before
+    assert (await client.get("/api/v1/appointments", headers=od.headers)).json()["total"] == 0
+    assert (await client.get("/api/admin/sync/outbox", headers=od.headers)).json()["total"] == 0
+    assert patients_before[0]["external_refs"] == []
+
+
+async def test_pms_refusal_is_a_502_with_the_pms_message(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY)
+    # An operatory OpenDental does not have: it refuses the appointment with its own explanation.
+    changed = await client.patch(
+        f"/api/admin/integrations/{od.integration_id}",
+        headers=od.headers,
+        json={"settings": {"operatory_id": 987654}},
+    )
+    assert changed.status_code == 200, changed.text
+    start = od.clinic.local(future_day(), 10)
+    refused = await client.post("/api/v1/appointments", json=booking(od.clinic, start), headers=od.headers)
+    assert refused.status_code == 502, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "pms_refused" and error["details"]["provider_message"]
+    assert (await client.get("/api/v1/appointments", headers=od.headers)).json()["total"] == 0
+
+
+async def test_slot_search_asks_the_pms_what_is_taken(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY)
+    day = future_day()
+    ours = await client.post(
+        "/api/v1/appointments", json=booking(od.clinic, od.clinic.local(day, 10)), headers=od.headers
+    )
+    assert ours.status_code == 201, ours.text
+    # The front desk books 12:00 straight into OpenDental; clinicsync has no row for it.
+    in_pms = (await od.pms.get(f"/appointments/{ours.json()['external_refs'][0]['external_id']}")).json()
+    front_desk = await od.pms.post(
+        "/appointments",
+        json={
+            "PatNum": in_pms["PatNum"],
+            "Op": in_pms["Op"],
+            "ProvNum": in_pms["ProvNum"],
+            "AptDateTime": f"{day.isoformat()} 12:00:00",
+            "Pattern": "XXXXXX",
+        },
+    )
+    assert front_desk.status_code == 201, front_desk.text
+    slots = await client.get(
+        "/api/v1/slots",
+        headers=od.headers,
+        params={
+            "from": day.isoformat(),
+            "to": day.isoformat(),
+            "duration_minutes": 30,
+            "interval_minutes": 30,
+        },
+    )
+    assert slots.status_code == 200, slots.text
+    starts = {slot["local_start"][11:16] for slot in slots.json()["slots"]}
+    assert "09:30" in starts and "11:00" in starts
+    assert "10:00" not in starts and "12:00" not in starts
