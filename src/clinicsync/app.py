@@ -25,6 +25,7 @@ from clinicsync.db.engine import create_engine, create_sessionmaker
 from clinicsync.deps import PUBLIC
 from clinicsync.edge.headers import SecurityHeaders
 from clinicsync.edge.limits import InputLimits
+from clinicsync.edge.openapi import document_errors
 from clinicsync.edge.requests import RequestContext
 from clinicsync.errors import ClinicSyncError
 from clinicsync.integrations.api import router as integrations_router
@@ -37,6 +38,8 @@ from clinicsync.realtime.hub import Hub
 from clinicsync.sync.api import metrics_router
 from clinicsync.sync.api import router as sync_router
 from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.inbound_api import router as inbound_router
+from clinicsync.sync.inbound_api import webhook_router
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
 from clinicsync.tenancy.throttle import LoginThrottle
@@ -176,8 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_page_errors(app)
     app.mount("/assets", StaticFiles(directory=WEB_ASSETS), name="assets")
     app.include_router(sync_router)
+    app.include_router(inbound_router)
+    app.include_router(webhook_router)
     app.include_router(metrics_router)
     app.include_router(agents_router)
     # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
     app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
+    document_errors(app)
     return app

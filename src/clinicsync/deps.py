@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.db.engine import session_scope
@@ -69,11 +70,17 @@ async def authenticate_request(request: Request, session: AsyncSession) -> Princ
     return principal
 
 
+# Documents the bearer scheme in OpenAPI (the Authorize button); the header is read below so that
+# a missing or malformed one gets our own error shape and message.
+bearer = HTTPBearer(auto_error=False, description="An API token: Authorization: Bearer cs_...")
+
+
 async def get_principal(
     request: Request,
     session: SessionDep,
     background: BackgroundTasks,
-    authorization: Annotated[str | None, Header()] = None,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_organization_id: Annotated[str | None, Header()] = None,
 ) -> Principal:
     # The request's own session: one pooled connection per request, so a burst of requests
@@ -86,6 +93,8 @@ async def get_principal(
             raise Forbidden("X-Organization-ID: not a valid organization id") from None
         if claimed != principal.organization_id:
             raise Forbidden("X-Organization-ID: the token does not belong to this organization")
+    # Names the caller in the audit trail of whatever this request changes (sync/audit.py).
+    session.info["clinicsync.actor"] = f"user:{principal.user_id}"
     if stale and principal.token_id is not None:
         background.add_task(_touch_token, get_sessionmaker(request), principal.token_id)
     return principal

@@ -108,7 +108,7 @@ CASES: list[tuple[str, str, Any, str, str]] = [
     (
         "birth in the future",
         "/api/v1/patients",
-        lambda c: {"first_name": "Ann", "last_name": "Lee", "date_of_birth": "2999-01-01"},
+        lambda c: {"first_name": "Ann", "last_name": "Lee", "date_of_birth": "2199-01-01"},
         "date_of_birth",
         "cannot be in the future",
     ),

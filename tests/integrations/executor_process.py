@@ -3,7 +3,7 @@
     python tests/integrations/executor_process.py DATABASE_URL ORG_ID INTEGRATION_ID FUNCTION COUNT PRIORITY
 
 It connects with its own engine (its own pool, its own in-process state), starts all
-COUNT calls at once, and prints one JSON line per finished call: {"at": epoch, "ok": bool}.
+COUNT calls at once, and prints one JSON line per finished call: {"at": epoch, "ok": bool, "error"}.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ async def main(
     executor = IntegrationExecutor(create_sessionmaker(engine), settings)
 
     async def one() -> None:
-        ok = True
+        ok, error = True, None
         try:
             await executor.execute(
                 uuid.UUID(organization), uuid.UUID(integration), function, {}, priority=Priority[priority]
             )
-        except IntegrationError:
-            ok = False
-        print(json.dumps({"at": time.time(), "ok": ok}), flush=True)
+        except IntegrationError as exc:
+            ok, error = False, f"{exc.code}: {exc.message}"
+        print(json.dumps({"at": time.time(), "ok": ok, "error": error}), flush=True)
 
     try:
         await asyncio.gather(*(one() for _ in range(count)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -16,6 +15,8 @@ from clinicsync.booking.schemas import (
     AppointmentCreate,
     AppointmentUpdate,
     AvailabilityInterval,
+    CalendarDate,
+    CalendarDateTime,
     OverrideCreate,
     OverrideRead,
     PatientCreate,
@@ -40,6 +41,8 @@ from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["booking"])
+# Offsets past this are refused rather than handed to the database (which overflows at 2**63).
+MAX_OFFSET = 1_000_000
 
 
 PractitionerReader = Annotated[Principal, Requires(Capability.PRACTITIONERS_READ)]
@@ -165,8 +168,8 @@ async def search_slots(
     principal: SlotSearcher,
     session: SessionDep,
     sync: SyncManagerDep,
-    from_: Annotated[date, Query(alias="from", description="First local date (clinic's zone)")],
-    to: Annotated[date, Query(description="Last local date, inclusive")],
+    from_: Annotated[CalendarDate, Query(alias="from", description="First local date (clinic's zone)")],
+    to: Annotated[CalendarDate, Query(description="Last local date, inclusive")],
     practitioner_id: uuid.UUID | None = None,
     duration_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
     interval_minutes: Annotated[int | None, Query(ge=5, le=720)] = None,
@@ -191,7 +194,7 @@ async def list_patients(
     session: SessionDep,
     search: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> object:
     patients = await service.list_patients(session, principal, search=search, limit=limit, offset=offset)
     return await views.patients_with_refs(session, principal, patients)
@@ -242,10 +245,10 @@ async def list_appointments(
     patient_id: uuid.UUID | None = None,
     status_: Annotated[list[AppointmentStatus] | None, Query(alias="status")] = None,
     booking_source: BookingSource | None = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[CalendarDateTime | None, Query(alias="from")] = None,
+    to: CalendarDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AppointmentPageWithSync:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:

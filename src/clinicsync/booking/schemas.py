@@ -39,6 +39,21 @@ def normalize_phone(value: str | None) -> str | None:
 
 Phone = Annotated[str | None, AfterValidator(normalize_phone)]
 
+# Dates far outside any diary overflow date arithmetic (year 9999 + one day) and mean a typing
+# mistake; they are refused by name instead.
+FIRST_YEAR, LAST_YEAR = 1900, 2200
+
+
+def in_calendar(value: date | None) -> date | None:
+    if value is not None and not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be between the years {FIRST_YEAR} and {LAST_YEAR}")
+    return value
+
+
+CalendarDate = Annotated[date, AfterValidator(in_calendar)]
+CalendarInstant = Annotated[AwareDatetime, AfterValidator(in_calendar)]
+CalendarDateTime = Annotated[datetime, AfterValidator(in_calendar)]
+
 
 class PractitionerCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
@@ -104,7 +119,7 @@ class WeeklyAvailabilityRead(WeeklyAvailability):
 
 
 class OverrideCreate(BaseModel):
-    date: date
+    date: CalendarDate
     start_time: time | None = None
     end_time: time | None = None
     is_available: bool = Field(default=False, description="false: closed; true: extra hours")
@@ -127,6 +142,13 @@ class OverrideCreate(BaseModel):
             raise ValueError("extra hours (is_available=true) need start_time and end_time")
         return is_available
 
+    @model_validator(mode="after")
+    def _checked_as_a_whole(self) -> OverrideCreate:
+        # Field validators skip fields left out; an end_time left out must still be noticed.
+        if (self.start_time is None) != (self.end_time is None):
+            raise ValueError("end_time: give both start_time and end_time, or neither for the whole day")
+        return self
+
 
 class OverrideRead(OverrideCreate):
     model_config = ConfigDict(from_attributes=True)
@@ -140,7 +162,7 @@ class PatientCreate(BaseModel):
     last_name: str = Field(min_length=1, max_length=100)
     email: EmailStr | None = None
     phone: Phone = None
-    date_of_birth: date | None = None
+    date_of_birth: CalendarDate | None = None
 
     @field_validator("date_of_birth")
     @classmethod
@@ -155,7 +177,7 @@ class PatientUpdate(BaseModel):
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
     email: EmailStr | None = None
     phone: Phone = None
-    date_of_birth: date | None = None
+    date_of_birth: CalendarDate | None = None
 
 
 class PatientLookup(BaseModel):
@@ -164,7 +186,7 @@ class PatientLookup(BaseModel):
     phone: Phone = None
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
-    date_of_birth: date
+    date_of_birth: CalendarDate
 
     @model_validator(mode="after")
     def _phone_or_name(self) -> PatientLookup:
@@ -209,8 +231,8 @@ def end_after_start(end: datetime | None, info: ValidationInfo) -> datetime | No
 class AppointmentCreate(BaseModel):
     patient_id: uuid.UUID
     practitioner_id: uuid.UUID
-    start: AwareDatetime = Field(description="With an offset, e.g. 2027-03-10T09:00:00-05:00")
-    end: AwareDatetime | None = Field(
+    start: CalendarInstant = Field(description="With an offset, e.g. 2027-03-10T09:00:00-05:00")
+    end: CalendarInstant | None = Field(
         default=None, description="Defaults to start + the clinic's default length"
     )
     status: AppointmentStatus = AppointmentStatus.PENDING
@@ -233,7 +255,7 @@ class PatientProof(BaseModel):
 
     reference: str = Field(min_length=3, max_length=16, description="The booking reference, e.g. CS-7KQ2M9XD")
     phone: Phone = None
-    date_of_birth: date | None = None
+    date_of_birth: CalendarDate | None = None
 
     @model_validator(mode="after")
     def _phone_or_birth(self) -> PatientProof:
@@ -245,8 +267,8 @@ class PatientProof(BaseModel):
 class AppointmentUpdate(BaseModel):
     """Reschedule, change status or notes. `version` (or If-Match) guards against lost updates."""
 
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: CalendarInstant | None = None
+    end: CalendarInstant | None = None
     practitioner_id: uuid.UUID | None = None
     status: AppointmentStatus | None = None
     notes: str | None = Field(default=None, max_length=5000)

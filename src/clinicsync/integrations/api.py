@@ -11,6 +11,7 @@ from clinicsync.config import Settings
 from clinicsync.deps import Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.errors import ValidationFailed
 from clinicsync.integrations import service
+from clinicsync.integrations.connect_api import router as connect_router
 from clinicsync.integrations.credentials import cipher_for
 from clinicsync.integrations.definitions import DefinitionError, parse_definition_text
 from clinicsync.integrations.executor import IntegrationExecutor
@@ -334,3 +335,4 @@ async def test_credential(
 
 
 router.include_router(admin)
+router.include_router(connect_router)

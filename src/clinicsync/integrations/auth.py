@@ -12,7 +12,8 @@ import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 
@@ -108,13 +109,32 @@ class OpenDentalAuth(AuthStrategy):
         request.headers["Authorization"] = f"ODFHIR {developer}/{customer}"
 
 
+@dataclass
+class TokenGrant:
+    """What a token endpoint answered: an access token, its lifetime, maybe a new refresh token."""
+
+    access_token: str
+    expires_in: float
+    refresh_token: str | None = None
+
+
+class SharedTokens(Protocol):
+    """Where processes share one access token and take turns refreshing it (see tokens.py)."""
+
+    async def obtain(
+        self, stale: str | None, grant: Callable[[str], Awaitable[TokenGrant]]
+    ) -> tuple[str, float]: ...
+
+
 class OAuth2Auth(AuthStrategy):
     """Client-credentials or refresh-token grants with a cached access token.
 
     The token is renewed `refresh_margin_seconds` before it expires, and once more when
-    the provider rejects it. A lock makes concurrent callers share one renewal, and a
-    rotated refresh token is handed to `on_secret_update` so it is stored (encrypted)
-    before the old one stops working.
+    the provider rejects it. A lock makes concurrent callers share one renewal. With
+    `shared_tokens` (a database-backed store), the access token and the refresh are shared
+    by every process too, and a rotated refresh token is stored in the same step as the new
+    access token; without it, a rotated refresh token is handed to `on_secret_update` so it
+    is stored (encrypted) before the old one stops working.
     """
 
     def __init__(
@@ -123,9 +143,11 @@ class OAuth2Auth(AuthStrategy):
         secrets: Mapping[str, str],
         base_url: str,
         on_secret_update: SecretUpdate | None = None,
+        shared_tokens: SharedTokens | None = None,
     ) -> None:
         super().__init__(spec, secrets, base_url)
         self.on_secret_update = on_secret_update
+        self.shared_tokens = shared_tokens
         self.access_token: str | None = None
         self.expires_at = 0.0
         self.token_requests = 0
@@ -141,80 +163,121 @@ class OAuth2Auth(AuthStrategy):
         if not self._fresh():
             async with self._lock:
                 if not self._fresh():
-                    await self._fetch_token(client)
+                    await self._renew(client, stale=None)
         request.headers["Authorization"] = f"Bearer {self.access_token}"
 
     async def renew(self, client: httpx.AsyncClient, rejected: httpx.Request) -> bool:
         async with self._lock:
             if rejected.headers.get("Authorization") == f"Bearer {self.access_token}":
-                await self._fetch_token(client)
+                await self._renew(client, stale=self.access_token)
         return True
 
-    async def _fetch_token(self, client: httpx.AsyncClient) -> None:
-        spec = self.spec
-        client_id = _required(self.secrets, spec.client_id_field, spec.type)
-        client_secret = _required(self.secrets, spec.client_secret_field, spec.type)
+    async def _renew(self, client: httpx.AsyncClient, stale: str | None) -> None:
+        if self.shared_tokens is not None and self.spec.type == "oauth2_refresh_token":
+            token, expires_at = await self.shared_tokens.obtain(
+                stale, lambda refresh: self.grant(client, refresh)
+            )
+            self.access_token = token
+            self.expires_at = time.monotonic() + (expires_at - time.time())
+            return
+        refresh = (
+            _required(self.secrets, self.spec.refresh_token_field, self.spec.type)
+            if self.spec.type == "oauth2_refresh_token"
+            else None
+        )
+        grant = await self.grant(client, refresh)
+        self.access_token = grant.access_token
+        self.expires_at = time.monotonic() + grant.expires_in
+        field = self.spec.refresh_token_field
+        if grant.refresh_token and grant.refresh_token != self.secrets.get(field):
+            self.secrets[field] = grant.refresh_token
+            if self.on_secret_update is not None:
+                await self.on_secret_update({field: grant.refresh_token})
+
+    async def grant(self, client: httpx.AsyncClient, refresh_token: str | None) -> TokenGrant:
+        """Ask the token endpoint: the refresh-token grant with `refresh_token`, else client credentials."""
         form: dict[str, str] = {}
-        if spec.type == "oauth2_refresh_token":
+        if refresh_token is not None:
             form["grant_type"] = "refresh_token"
-            form["refresh_token"] = _required(self.secrets, spec.refresh_token_field, spec.type)
+            form["refresh_token"] = refresh_token
         else:
             form["grant_type"] = "client_credentials"
-        if spec.scope:
-            form["scope"] = spec.scope
-        headers = {"Accept": "application/json"}
-        if spec.client_auth == "basic":
-            headers["Authorization"] = _basic_header(client_id, client_secret)
+        if self.spec.scope:
+            form["scope"] = self.spec.scope
+        return await token_request(
+            client, self.spec, self.secrets, self.absolute(self.spec.token_url or ""), form, self
+        )
+
+
+async def token_request(
+    client: httpx.AsyncClient,
+    spec: AuthSpec,
+    secrets: Mapping[str, str],
+    url: str,
+    form: dict[str, str],
+    counter: OAuth2Auth | None = None,
+) -> TokenGrant:
+    """POST a grant to the token endpoint with the client's credentials; errors are classified.
+
+    A refused grant is `auth_failed` with `details.oauth_error` (``invalid_grant`` when the
+    person's consent was revoked or the refresh token is no longer valid).
+    """
+    client_id = _required(secrets, spec.client_id_field, spec.type)
+    client_secret = _required(secrets, spec.client_secret_field, spec.type)
+    headers = {"Accept": "application/json"}
+    form = dict(form)
+    if spec.client_auth == "basic":
+        headers["Authorization"] = _basic_header(client_id, client_secret)
+    else:
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret
+    if counter is not None:
+        counter.token_requests += 1
+    try:
+        if spec.token_params_in == "query":
+            response = await client.post(url, params=form, headers=headers)
         else:
-            form["client_id"] = client_id
-            form["client_secret"] = client_secret
-        url = self.absolute(spec.token_url or "")
-        self.token_requests += 1
-        try:
-            if spec.token_params_in == "query":
-                response = await client.post(url, params=form, headers=headers)
-            else:
-                response = await client.post(url, data=form, headers=headers)
-        except httpx.TimeoutException:
-            # The API request itself was never sent, so the call may be made again.
-            raise IntegrationError(
-                "timeout", "the token endpoint did not answer in time", request_not_sent=True
-            ) from None
-        except httpx.TransportError as exc:
-            raise IntegrationError(
-                "unavailable", f"cannot reach the token endpoint: {type(exc).__name__}", request_not_sent=True
-            ) from None
-        if response.status_code >= 500:
-            raise IntegrationError(
-                "unavailable",
-                "the token endpoint failed",
-                provider_status=response.status_code,
-                request_not_sent=True,
-            )
-        if response.status_code >= 400:
-            message = _provider_message(response)
-            raise IntegrationError(
-                "auth_failed",
-                f"the provider refused the credential: {message}",
-                provider_status=response.status_code,
-                provider_message=message,
-            )
-        try:
-            body = response.json()
-            token = str(body["access_token"])
-        except (ValueError, KeyError, TypeError):
-            raise IntegrationError("auth_failed", "the token endpoint returned no access_token") from None
-        self.access_token = token
-        self.expires_at = time.monotonic() + float(body.get("expires_in") or 3600)
-        rotated = body.get("refresh_token")
-        if (
-            spec.type == "oauth2_refresh_token"
-            and rotated
-            and rotated != self.secrets.get(spec.refresh_token_field)
-        ):
-            self.secrets[spec.refresh_token_field] = str(rotated)
-            if self.on_secret_update is not None:
-                await self.on_secret_update({spec.refresh_token_field: str(rotated)})
+            response = await client.post(url, data=form, headers=headers)
+    except httpx.TimeoutException:
+        # The API request itself was never sent, so the call may be made again.
+        raise IntegrationError(
+            "timeout", "the token endpoint did not answer in time", request_not_sent=True
+        ) from None
+    except httpx.TransportError as exc:
+        raise IntegrationError(
+            "unavailable", f"cannot reach the token endpoint: {type(exc).__name__}", request_not_sent=True
+        ) from None
+    if response.status_code >= 500:
+        raise IntegrationError(
+            "unavailable",
+            "the token endpoint failed",
+            provider_status=response.status_code,
+            request_not_sent=True,
+        )
+    if response.status_code >= 400:
+        message = _provider_message(response)
+        raise IntegrationError(
+            "auth_failed",
+            f"the provider refused the credential: {message}",
+            provider_status=response.status_code,
+            provider_message=message,
+            details={"oauth_error": _oauth_error(response)},
+        )
+    try:
+        body = response.json()
+        token = str(body["access_token"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrationError("auth_failed", "the token endpoint returned no access_token") from None
+    rotated = body.get("refresh_token")
+    return TokenGrant(token, float(body.get("expires_in") or 3600), str(rotated) if rotated else None)
+
+
+def _oauth_error(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body["error"]) if isinstance(body, dict) and isinstance(body.get("error"), str) else None
 
 
 class CookieLoginAuth(AuthStrategy):
@@ -285,7 +348,11 @@ class CookieLoginAuth(AuthStrategy):
 
 
 def build_auth(
-    spec: AuthSpec, secrets: Mapping[str, str], base_url: str, on_secret_update: SecretUpdate | None = None
+    spec: AuthSpec,
+    secrets: Mapping[str, str],
+    base_url: str,
+    on_secret_update: SecretUpdate | None = None,
+    shared_tokens: SharedTokens | None = None,
 ) -> AuthStrategy:
     strategies: dict[str, Any] = {
         "none": NoAuth,
@@ -296,6 +363,6 @@ def build_auth(
         "cookie_login": CookieLoginAuth,
     }
     if spec.type in ("oauth2_client_credentials", "oauth2_refresh_token"):
-        return OAuth2Auth(spec, secrets, base_url, on_secret_update)
+        return OAuth2Auth(spec, secrets, base_url, on_secret_update, shared_tokens)
     strategy: AuthStrategy = strategies[spec.type](spec, secrets, base_url)
     return strategy

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clinicsync.integrations.steps import TransformStep, fold_transform
 from clinicsync.integrations.sync_spec import SyncOperation, SyncOperationSpec, check_sync_section
+from clinicsync.integrations.webhook_spec import WebhookSpec
 
 PROVIDER_KEY_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 FUNCTION_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
@@ -225,6 +226,11 @@ class AuthSpec(_Strict):
     client_auth: Literal["body", "basic"] = "body"
     token_params_in: Literal["body", "query"] = "body"
     refresh_margin_seconds: float = Field(default=60, ge=0)
+    # oauth2_refresh_token connected by a person (authorization-code grant with PKCE)
+    authorization_url: str | None = Field(default=None, description="the provider's consent page")
+    authorization_params: dict[str, str] = Field(
+        default_factory=dict, description="extra consent-page parameters, e.g. Google's access_type: offline"
+    )
     # odfhir
     developer_key_field: str = "developer_key"
     customer_key_field: str = "customer_key"
@@ -301,6 +307,9 @@ class ProviderDefinition(_Strict):
     functions: dict[str, EndpointSpec] = Field(default_factory=dict)
     sync: dict[SyncOperation, SyncOperationSpec] = Field(
         default_factory=dict, description="which function serves each canonical sync operation"
+    )
+    webhooks: WebhookSpec | None = Field(
+        default=None, description="how the provider's change notifications are verified and read"
     )
 
     @field_validator("base_url")

@@ -36,6 +36,7 @@ from clinicsync.integrations.runtime import (
     peek_runtime,
     render,
 )
+from clinicsync.integrations.tokens import CredentialTokens
 from clinicsync.logging import get_logger
 from clinicsync.tenancy.models import Organization
 
@@ -171,6 +172,17 @@ class IntegrationExecutor:
                 if definition.rate_limit is not None and row.organization_id is not None
                 else None
             ),
+            shared_tokens=(
+                CredentialTokens(
+                    self.sessionmaker,
+                    credential.id,
+                    self.cipher,
+                    definition.auth.refresh_token_field,
+                    lease_seconds=definition.timeout_seconds + 5,
+                )
+                if credential is not None and definition.auth.type == "oauth2_refresh_token"
+                else None
+            ),
         )
 
     async def resolve(
@@ -290,6 +302,12 @@ class IntegrationExecutor:
             }
         )
         needs_credential = definition is not None and definition.auth.type != "none"
+        connectable = definition is not None and definition.auth.authorization_url is not None
+        connection = (
+            (credential.grant_status if credential is not None else None) or "not_connected"
+            if connectable
+            else None
+        )
         budget_status = stats["rate_limit"]
         if definition is not None and definition.rate_limit is not None and isinstance(budget_status, dict):
             budget = shared_budget(self.sessionmaker, row.id, definition.rate_limit)
@@ -311,6 +329,7 @@ class IntegrationExecutor:
             "credential_last_test_at": credential.last_test_at if credential else None,
             "last_call_at": stats["last_call_at"] or (credential.last_used_at if credential else None),
             "last_error": stats["last_error"],
+            "connection": connection,
             "recent_calls": stats["recent_calls"],
             "recent_error_rate": stats["recent_error_rate"],
             "rate_limit": stats["rate_limit"],

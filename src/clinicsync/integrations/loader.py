@@ -60,6 +60,9 @@ def integration_columns(definition: ProviderDefinition) -> dict[str, Any]:
             "timeout_seconds": definition.timeout_seconds,
             "test_function": definition.test_function,
             "sync": sync_columns(definition),
+            "webhooks": definition.webhooks.model_dump(mode="json", exclude_defaults=True)
+            if definition.webhooks
+            else None,
         },
     }
 
@@ -218,6 +221,7 @@ def _provider_document(row: ExternalIntegration) -> dict[str, Any]:
         "pagination": {"style": row.pagination_style or "none", **(row.pagination_settings or {})},
         "test_function": options.get("test_function"),
         "sync": options.get("sync") or {},
+        "webhooks": options.get("webhooks"),
     }
     if options.get("timeout_seconds"):
         document["timeout_seconds"] = options["timeout_seconds"]
@@ -251,7 +255,7 @@ def _overlay(base: dict[str, Any], row: ExternalIntegration) -> dict[str, Any]:
     options = row.options or {}
     if options.get("headers"):
         document["headers"] = {**base.get("headers", {}), **options["headers"]}
-    for key in ("retry", "timeout_seconds", "test_function"):
+    for key in ("retry", "timeout_seconds", "test_function", "webhooks"):
         if options.get(key):
             document[key] = options[key]
     document["settings"] = {**base.get("settings", {}), **(row.settings or {})}

@@ -142,6 +142,40 @@ class ApiCredential(UUIDPrimaryKey, Timestamps, Base):
     last_test_ok: Mapped[bool | None] = mapped_column(default=None)
     last_test_latency_ms: Mapped[int | None] = mapped_column(default=None)
     last_test_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # OAuth grants (see oauth.py and tokens.py): the current access token, shared by every
+    # process so that one refresh serves them all; a lease so that only one refreshes at a time.
+    access_token_ciphertext: Mapped[str | None] = mapped_column(Text, default=None)
+    access_token_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    refresh_lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    refreshed_at: Mapped[datetime | None] = mapped_column(default=None)
+    refresh_count: Mapped[int] = mapped_column(default=0)
+    # "connected" once a person granted access; "reconnect_required" when the provider revoked it.
+    grant_status: Mapped[str | None] = mapped_column(String(20), default=None)
+    grant_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class OAuthAuthorization(UUIDPrimaryKey, Timestamps, Base):
+    """A consent in progress: the state sent to the provider and the PKCE verifier kept back."""
+
+    __tablename__ = "oauth_authorizations"
+
+    organization_id: Mapped[uuid.UUID] = _organization_fk(nullable=False)
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(
+            "external_integrations.id", ondelete="CASCADE", name="fk_oauth_authorizations_integration_id"
+        ),
+        index=True,
+    )
+    credential_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_credentials.id", ondelete="CASCADE", name="fk_oauth_authorizations_credential_id")
+    )
+    # SHA-256 of the state: the state itself travels through the browser and is never stored.
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    verifier_ciphertext: Mapped[str] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(String(500))
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class IntegrationRateBudget(Base):

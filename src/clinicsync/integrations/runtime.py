@@ -31,7 +31,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from clinicsync.errors import ValidationFailed
-from clinicsync.integrations.auth import AuthStrategy, SecretUpdate, build_auth
+from clinicsync.integrations.auth import AuthStrategy, SecretUpdate, SharedTokens, build_auth
 from clinicsync.integrations.definitions import (
     Direction,
     EndpointSpec,
@@ -71,6 +71,8 @@ class ResolvedIntegration:
     # The budget every caller of this integration shares (in the database when there is
     # one); None means a budget of this process alone.
     budget: RateBudget | None = None
+    # Where every process shares one OAuth access token (None: this runtime keeps its own).
+    shared_tokens: SharedTokens | None = None
 
     @property
     def url(self) -> str:
@@ -127,7 +129,7 @@ class IntegrationRuntime:
             timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False, event_hooks=hooks
         )
         self.auth: AuthStrategy = build_auth(
-            definition.auth, resolved.secrets, resolved.url, resolved.on_secret_update
+            definition.auth, resolved.secrets, resolved.url, resolved.on_secret_update, resolved.shared_tokens
         )
         self.sent_at: deque[float] = deque()
         self.outcomes: deque[tuple[float, str | None]] = deque(maxlen=RECENT_OUTCOMES)

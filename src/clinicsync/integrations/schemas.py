@@ -203,6 +203,11 @@ class CredentialOut(BaseModel):
     last_test_ok: bool | None
     last_test_latency_ms: int | None
     last_test_error: str | None
+    grant_status: str | None = Field(
+        default=None, description="OAuth: connected, or reconnect_required once the provider revoked it"
+    )
+    grant_error: str | None = None
+    refreshed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -244,6 +249,11 @@ class IntegrationStatus(BaseModel):
     credential_last_test_at: datetime | None
     last_call_at: datetime | None
     last_error: str | None
+    connection: str | None = Field(
+        default=None,
+        description="for providers connected through a consent page: not_connected, connected or"
+        " reconnect_required",
+    )
     recent_calls: int
     recent_error_rate: float
     rate_limit: dict[str, Any] | None

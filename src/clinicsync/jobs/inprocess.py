@@ -34,6 +34,7 @@ class InProcessRunner:
             tasks.DELIVER: tasks.deliver,
             tasks.READ_BACK: tasks.read_back,
             tasks.SWEEP: tasks.sweep,
+            tasks.APPLY_WEBHOOK: tasks.apply_webhook,
         }
 
     async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:

@@ -62,6 +62,10 @@ class ProcrastinateRunner:
         async def read_back(ref_id: str) -> str:
             return await tasks.read_back(runner.ctx, runner, ref_id)
 
+        @self.app.task(name=tasks.APPLY_WEBHOOK, queue=QUEUE)
+        async def apply_webhook(event_id: str) -> str:
+            return await tasks.apply_webhook(runner.ctx, runner, event_id)
+
         @self.app.periodic(cron=f"* * * * * */{every}", periodic_id="outbox")
         @self.app.task(name=tasks.SWEEP, queue=QUEUE, queueing_lock="sweep")
         async def sweep(timestamp: int) -> int:

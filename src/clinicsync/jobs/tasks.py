@@ -2,6 +2,7 @@
 
 * ``deliver(item_id)``: one attempt at one outbox item; schedules its own retry.
 * ``read_back(ref_id)``: confirms an accepted write against the PMS.
+* ``apply_webhook(event_id)``: applies one stored webhook event through the inbound path.
 * ``sweep()``: the safety net, run periodically: re-owns items whose worker died, and defers
   every due item and read-back, so a job lost between a commit and its enqueue (or a restart)
   never loses a push.
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from clinicsync.db.base import utcnow
 from clinicsync.db.engine import session_scope
 from clinicsync.logging import get_logger
-from clinicsync.sync import delivery, outbox
+from clinicsync.sync import delivery, outbox, webhooks
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.models import (
     UNFINISHED_STATUSES,
@@ -34,6 +35,7 @@ log = get_logger(__name__)
 DELIVER = "deliver"
 READ_BACK = "read_back"
 SWEEP = "sweep"
+APPLY_WEBHOOK = "apply_webhook"
 
 
 class Deferrer(Protocol):
@@ -97,6 +99,13 @@ async def read_back(ctx: SyncContext, jobs: Deferrer, ref_id: str) -> str:
     return result
 
 
+async def apply_webhook(ctx: SyncContext, jobs: Deferrer, event_id: str) -> str:
+    status, retry_at = await webhooks.apply_event(ctx, uuid.UUID(event_id))
+    if retry_at is not None:
+        await jobs.defer(APPLY_WEBHOOK, at=retry_at, event_id=event_id)
+    return status
+
+
 async def sweep(ctx: SyncContext, jobs: Deferrer) -> int:
     recovered = await outbox.recover_stale(ctx.sessionmaker)
     if recovered:
@@ -106,7 +115,21 @@ async def sweep(ctx: SyncContext, jobs: Deferrer) -> int:
         await jobs.defer(DELIVER, item_id=str(item_id))
     for ref_id in await delivery.sweep_read_backs(ctx):
         await jobs.defer(READ_BACK, ref_id=str(ref_id))
+    # Events stored and acknowledged whose job was lost (a restart between commit and defer).
+    for event_id in await webhooks.due_events(ctx, older_than=30):
+        await jobs.defer(APPLY_WEBHOOK, event_id=str(event_id))
     return len(due)
 
 
-__all__ = ["DELIVER", "READ_BACK", "SWEEP", "Deferrer", "OutboxStatus", "deliver", "read_back", "sweep"]
+__all__ = [
+    "APPLY_WEBHOOK",
+    "DELIVER",
+    "READ_BACK",
+    "SWEEP",
+    "Deferrer",
+    "OutboxStatus",
+    "apply_webhook",
+    "deliver",
+    "read_back",
+    "sweep",
+]

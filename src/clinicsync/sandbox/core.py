@@ -225,6 +225,9 @@ class SandboxServer:
         """Register the provider's endpoints on ``router`` (mounted at ``api_prefix``)."""
         raise NotImplementedError
 
+    def add_root_routes(self, router: APIRouter) -> None:
+        """Endpoints outside ``api_prefix`` (an OAuth consent page, a token endpoint); none by default."""
+
     def load_clinic(self, clinic: GeneratedClinic) -> None:
         """Replace all state with records converted from ``clinic``."""
         raise NotImplementedError
@@ -396,6 +399,9 @@ class SandboxServer:
         router = APIRouter(prefix=self.api_prefix)
         self.add_routes(router)
         app.include_router(router)
+        root_router = APIRouter()
+        self.add_root_routes(root_router)
+        app.include_router(root_router)
         app.include_router(self._control_router())
 
         @app.exception_handler(SandboxError)

@@ -14,7 +14,9 @@ What it reproduces, and why each matters to a sync client:
 - Event times come back in the event's ``timeZone``, else the list's ``timeZone`` parameter, else the
   calendar's zone (``2030-03-04T09:00:00-06:00``), never as the client wrote them.
 - Google's error envelope for 400/401/403/404/409/410/412/429, including the rate-limit reasons.
-- OAuth: a static bearer token (settings ``access_tokens``); no token endpoint.
+- OAuth: static bearer tokens (settings ``access_tokens``), and Google's consent, token and revoke
+  endpoints at the server's root (``google_oauth.py``): authorization code with PKCE, refresh, optional
+  strict rotation, revocation; the tokens they issue are accepted too.
 - ``events.watch`` channels: a ``sync`` message first, then ``exists`` on every change, with the
   ``X-Goog-*`` headers; ``channels.stop``.
 """
@@ -47,6 +49,7 @@ from starlette.datastructures import Headers
 
 from clinicsync.sandbox.core import ActionHandler, ControlError, SandboxServer
 from clinicsync.sandbox.generator import GeneratedClinic
+from clinicsync.sandbox.google_oauth import GoogleOAuth
 from clinicsync.sandbox.state import StateCodec
 
 EVENT_ID = re.compile(r"^[a-v0-9]{5,1024}$")
@@ -56,6 +59,8 @@ DEFAULT_MAX_RESULTS = 250
 MAX_MAX_RESULTS = 2500
 DEFAULT_TOKEN = "ya29.sandbox-google-calendar-token"
 DEFAULT_CALENDAR_ID = "clinic@sandbox.example.com"
+DEFAULT_CLIENT_ID = "1234-sandbox.apps.googleusercontent.com"
+DEFAULT_CLIENT_SECRET = "GOCSPX-sandbox-client-secret"
 # Parameters a syncToken request may not carry (the discovery document's list).
 SYNC_INCOMPATIBLE = (
     "iCalUID",
@@ -316,6 +321,16 @@ class GoogleCalendarSettings(BaseModel):
     page_seed: int = 0
     updated_min_max_age_days: int = Field(28, ge=1, description="Older updatedMin answers 410.")
     channel_ttl_seconds: int = Field(604_800, ge=1, description="Default watch channel lifetime.")
+    oauth_clients: dict[str, str] = Field(
+        default_factory=lambda: {DEFAULT_CLIENT_ID: DEFAULT_CLIENT_SECRET},
+        description="OAuth clients the token endpoint knows: client id -> client secret.",
+    )
+    oauth_consent: Literal["approve", "deny"] = Field(
+        "approve", description="What the person answers on the consent page."
+    )
+    oauth_rotate_refresh_tokens: bool = Field(
+        False, description="Each refresh returns a new refresh token and retires the old one at once."
+    )
 
 
 def _encode_token(payload: dict[str, Any]) -> str:
@@ -351,7 +366,22 @@ class GoogleCalendarSandbox(SandboxServer):
         self.page_dice_seed: int | None = None
         self.page_dice = random.Random(0)
         self._http: httpx.AsyncClient | None = None
+        self.oauth = GoogleOAuth(self)
         super().__init__(**options)
+
+    # ------------------------------------------------------------------ OAuth host
+
+    def oauth_clients(self) -> dict[str, str]:
+        return dict(self.config.oauth_clients)
+
+    def oauth_consent(self) -> str:
+        return self.config.oauth_consent
+
+    def oauth_rotates(self) -> bool:
+        return self.config.oauth_rotate_refresh_tokens
+
+    def add_root_routes(self, router: APIRouter) -> None:
+        self.oauth.add_routes(router)
 
     @property
     def config(self) -> GoogleCalendarSettings:
@@ -676,7 +706,10 @@ class GoogleCalendarSandbox(SandboxServer):
                 "WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
             },
         )
-        if scheme.lower() != "bearer" or token.strip() not in self.config.access_tokens:
+        token = token.strip()
+        if scheme.lower() != "bearer" or (
+            token not in self.config.access_tokens and not self.oauth.accepts(token)
+        ):
             raise invalid
         if self.consume_token_expiry(request):
             raise invalid
@@ -781,6 +814,7 @@ class GoogleCalendarSandbox(SandboxServer):
             },
             "channels": len([channel for channel in self.channels.values() if not channel.stopped]),
             "deliveries": len(self.deliveries),
+            "oauth": self.oauth.summary(),
         }
 
     def render_error(self, status: int, message: str, *, reason: str | None = None) -> Response:
@@ -804,7 +838,9 @@ class GoogleCalendarSandbox(SandboxServer):
         return {
             "access_token": self.config.access_tokens[0],
             "calendar_id": self.config.primary_calendar_id,
-            "auth": "Authorization: Bearer <access_token> (static token; no OAuth token endpoint)",
+            "auth": "Authorization: Bearer <access_token> (static), or OAuth at /o/oauth2/v2/auth and /token",
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
         }
 
     async def on_start(self) -> None:
@@ -1032,7 +1068,12 @@ class GoogleCalendarSandbox(SandboxServer):
             "invalidate_sync_tokens": self._action_invalidate,
             "create": self._action_create,
             "deliveries": self._action_deliveries,
+            "revoke_access": self._action_revoke_access,
         }
+
+    async def _action_revoke_access(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The person removes the app in their Google account: every grant and its tokens end."""
+        return {"revoked": self.oauth.revoke_all()}
 
     def _desk_event(self, body: Mapping[str, Any]) -> tuple[CalendarData, StoredEvent]:
         calendar_id = str(body.get("calendar_id") or self.config.primary_calendar_id)

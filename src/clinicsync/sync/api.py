@@ -116,7 +116,7 @@ async def list_outbox(
     status_: Annotated[list[OutboxStatus] | None, Query(alias="status")] = None,
     integration_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> OutboxPage:
     items, total = await outbox.list_items(
         session, principal, statuses=status_, integration_id=integration_id, limit=limit, offset=offset

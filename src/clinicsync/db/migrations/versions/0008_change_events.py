@@ -1,7 +1,7 @@
 """Change events: one row per committed change, replayable by id for live feeds.
 
 Revision ID: 0008_change_events
-Revises: 0007_integrations_oauth
+Revises: 0011_inbound
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_change_events"
-down_revision = "0007_integrations_oauth"
+down_revision = "0011_inbound"
 branch_labels = None
 depends_on = None
 
