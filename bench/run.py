@@ -220,8 +220,14 @@ if __name__ == "__main__":
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     report = asyncio.run(main(args))
-    # bench.speed keeps its own section at the end of the same file; carry it over.
-    previous = Path(args.output).read_text() if Path(args.output).exists() else ""
-    kept = previous[previous.index(SPEED_SECTION) :] if SPEED_SECTION in previous else ""
-    Path(args.output).write_text(report + ("\n" + kept if kept else ""))
+    output = Path(args.output)
+    # Other benchmarks keep their own marked sections (bench.realtime); carry them over.
+    previous = output.read_text() if output.exists() else ""
+    start, end = "<!-- realtime:start -->", "<!-- realtime:end -->"
+    if start in previous and end in previous:
+        kept = previous[previous.index(start) : previous.index(end) + len(end)]
+        report = report.rstrip("\n") + "\n\n" + kept + "\n"
+    if SPEED_SECTION in previous:
+        report = report.rstrip("\n") + "\n\n" + previous[previous.index(SPEED_SECTION) :]
+    output.write_text(report)
     sys.stdout.write(report)

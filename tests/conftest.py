@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -37,6 +38,18 @@ from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 from tests.factories import Clinic, Tenant, TenantFactory, open_clinic
 
 BACKENDS = ("sqlite", "postgresql")
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from a thread whose loop is busy (Playwright's sync API keeps one running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
 
 # The sandbox PMS servers listen on loopback; tests allow it as an operator would allow a PMS
 # on the clinic's own network. Tests of the refusal build their Settings with an empty list.
@@ -76,7 +89,7 @@ async def _migrate(url: str) -> None:
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'clinicsync.sqlite3'}"
-        asyncio.run(_migrate(url))
+        run_async(_migrate(url))
         yield url
         return
     admin_url = os.environ.get("CLINICSYNC_TEST_POSTGRES_URL")
@@ -88,13 +101,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     name = f"clinicsync_test_{_worker()}_{uuid.uuid4().hex[:8]}"
     plain_admin_url = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        asyncio.run(_create_postgres_database(plain_admin_url, name))
+        run_async(_create_postgres_database(plain_admin_url, name))
     except (OSError, asyncpg.PostgresError) as error:
         pytest.fail(f"PostgreSQL at CLINICSYNC_TEST_POSTGRES_URL is not usable: {error}")
     url = make_url(plain_admin_url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_migrate(url))
+    run_async(_migrate(url))
     yield url
-    asyncio.run(_drop_postgres_database(plain_admin_url, name))
+    run_async(_drop_postgres_database(plain_admin_url, name))
 
 
 @pytest.fixture

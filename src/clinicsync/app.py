@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -31,6 +33,8 @@ from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.integrations.service import load_catalogue
 from clinicsync.jobs import runtime as job_runtime
 from clinicsync.logging import configure_logging, get_logger
+from clinicsync.realtime.api import router as realtime_router
+from clinicsync.realtime.hub import Hub
 from clinicsync.sync.api import metrics_router
 from clinicsync.sync.api import router as sync_router
 from clinicsync.sync.delivery import SyncContext
@@ -39,6 +43,10 @@ from clinicsync.sync.inbound_api import webhook_router
 from clinicsync.sync.manager import SyncManager
 from clinicsync.tenancy.api import router as tenancy_router
 from clinicsync.tenancy.throttle import LoginThrottle
+from clinicsync.web import WEB_ASSETS
+from clinicsync.web.admin import router as admin_pages_router
+from clinicsync.web.pages import router as pages_router
+from clinicsync.web.render import install_page_errors
 
 log = get_logger(__name__)
 
@@ -130,6 +138,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await load_catalogue(app.state.sessionmaker)
+        hub = Hub(
+            app.state.sessionmaker,
+            settings.database_url,
+            poll_seconds=settings.events_poll_seconds,
+            retention=timedelta(hours=settings.events_retention_hours),
+        )
+        await hub.start()
+        app.state.hub = hub
         # Sync: the SyncManager for every booking write, and the job runner that delivers its pushes.
         sync_context = SyncContext(
             app.state.sessionmaker, IntegrationExecutor(app.state.sessionmaker, settings), settings
@@ -142,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with mcp_server.session_manager.run():
                 yield
         finally:
+            await hub.stop()
             if runner is not None:
                 await runner.stop()
             await engine.dispose()
@@ -174,6 +191,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenancy_router)
     app.include_router(booking_router)
     app.include_router(integrations_router)
+    app.include_router(realtime_router)
+    app.include_router(pages_router)
+    app.include_router(admin_pages_router)
+    install_page_errors(app)
+    app.mount("/assets", StaticFiles(directory=WEB_ASSETS), name="assets")
     app.include_router(sync_router)
     app.include_router(inbound_router)
     app.include_router(webhook_router)

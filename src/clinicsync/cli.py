@@ -82,7 +82,13 @@ def serve(
     if count == 1:
         from clinicsync.app import create_app
 
-        uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level="warning")
+        uvicorn.run(
+            create_app(settings),
+            host=bind_host,
+            port=bind_port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,  # event streams never end by themselves
+        )
         return
     if settings.migrate_on_start:
         _migrate(settings.database_url)
@@ -100,6 +106,7 @@ def serve(
         # runner) takes longer than uvicorn's 5 s default on a busy machine, and the supervisor
         # would kill and restart it forever.
         timeout_worker_healthcheck=120,
+        timeout_graceful_shutdown=5,  # event streams never end by themselves
     )
 
 

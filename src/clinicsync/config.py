@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         default="US", description="ISO country used to read phone numbers given without a + prefix"
     )
     idempotency_ttl_hours: int = 24
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, description="SSE keep-alive interval")
+    events_retention_hours: float = Field(
+        default=168.0, gt=0, description="how long change events stay replayable for Last-Event-ID"
+    )
+    events_poll_seconds: float = Field(
+        default=5.0, gt=0, description="fallback re-read of change events when no wake-up arrives"
+    )
     login_token_hours: int = Field(default=12, ge=1, le=24 * 31, description="Lifetime of a login's token")
     token_days: int = Field(default=30, ge=1, description="Default lifetime of a token a person issues")
     max_token_days: int = Field(default=90, ge=1, description="Longest lifetime of a person's token")

@@ -33,6 +33,7 @@ DEMO_SLUG = "demo-clinic"
 DEMO_ADMIN_EMAIL = "admin@demo-clinic.example"
 DEMO_PASSWORD = "demo-password-1"
 # One login per role; the practitioners' logins are their own emails (DEMO_PRACTITIONERS).
+DEMO_STAFF_EMAIL = "reception@demo-clinic.example"
 DEMO_LOGINS = (
     (Role.OWNER, DEMO_ADMIN_EMAIL, "Front Desk"),
     (Role.ADMIN, "manager@demo-clinic.example", "Practice Manager"),
@@ -44,6 +45,11 @@ DEMO_PRACTITIONERS = (
     ("Dr. Rohan Iyer", "rohan.iyer@demo-clinic.example", "Orthodontist"),
     ("Sam Okafor", "sam.okafor@demo-clinic.example", "Hygienist"),
 )
+# Every role can sign in to the pages with this password (printed by `clinicsync demo`).
+DEMO_PASSWORD = "demo-password-1"
+DEMO_STAFF_EMAIL = "desk@demo-clinic.example"
+
+
 DEMO_PATIENTS = (
     ("Olivia", "Bennett", "+12025550143"),
     ("Noah", "Castillo", "+12025550187"),

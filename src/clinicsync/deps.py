@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import Forbidden, Unauthorized
+from clinicsync.realtime.hooks import set_actor
 from clinicsync.tenancy import permissions
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.permissions import Capability
@@ -52,6 +53,31 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+async def _bearer_principal(session: AsyncSession, authorization: str | None) -> tuple[Principal, bool]:
+    if not authorization:
+        raise Unauthorized("missing Authorization header (expected: Bearer <token>)")
+    scheme, _, raw_token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not raw_token.strip():
+        raise Unauthorized("Authorization must be: Bearer <token>")
+    principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
+    set_actor(session, principal.user_id)
+    return principal, stale
+
+
+SESSION_COOKIE = "clinicsync_session"
+
+
+async def authenticate_request(request: Request, session: AsyncSession) -> Principal:
+    """The caller of a page or of a long-lived read (the event stream): a bearer token, or the
+    pages' session cookie (which holds a login token; EventSource can't send headers)."""
+    authorization = request.headers.get("authorization")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if authorization is None and cookie:
+        authorization = f"Bearer {cookie}"
+    principal, _stale = await _bearer_principal(session, authorization)
+    return principal
+
+
 # Documents the bearer scheme in OpenAPI (the Authorize button); the header is read below so that
 # a missing or malformed one gets our own error shape and message.
 bearer = HTTPBearer(auto_error=False, description="An API token: Authorization: Bearer cs_...")
@@ -65,14 +91,9 @@ async def get_principal(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_organization_id: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    if not authorization:
-        raise Unauthorized("missing Authorization header (expected: Bearer <token>)")
-    scheme, _, raw_token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not raw_token.strip():
-        raise Unauthorized("Authorization must be: Bearer <token>")
     # The request's own session: one pooled connection per request, so a burst of requests
     # can never hold every connection while each waits for a second one.
-    principal, stale = await tenancy_service.authenticate(session, raw_token.strip())
+    principal, stale = await _bearer_principal(session, authorization)
     if x_organization_id is not None:
         try:
             claimed = uuid.UUID(x_organization_id)

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
 @asynccontextmanager
 async def serving(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Runs ``app`` under uvicorn on the current event loop; yields its base URL, stops on exit."""
-    config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning", access_log=False)
+    # Event streams never end by themselves: past the grace period, shutdown cancels them.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -27,3 +40,48 @@ async def serving(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncI
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def server_process(environment: dict[str, str], *, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Runs ``clinicsync serve`` in a child process with these CLINICSYNC_* settings; yields its base
+    URL once /health answers, terminates it on exit. For tests and benchmarks that need a server
+    that shares nothing with the caller but the database."""
+    port = free_port(host)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clinicsync.cli",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        env={**os.environ, **environment},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base_url = f"http://{host}:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            while True:
+                if process.returncode is not None:
+                    error = await process.stderr.read() if process.stderr else b""
+                    raise RuntimeError(f"the server process exited: {error.decode(errors='replace')}")
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield base_url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), timeout=15)

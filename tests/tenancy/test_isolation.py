@@ -123,7 +123,8 @@ async def test_every_route_refuses_another_organizations_records(
     paths = create_app(server.settings).openapi()["paths"]
     walked = 0
     for path, operations in paths.items():
-        if not path.startswith("/api/"):
+        if not path.startswith("/api/") or path == "/api/v1/events":
+            # The event stream never ends; tests/realtime pins that it carries no other organization's rows.
             continue
         for method in sorted(operation.upper() for operation in operations):
             params = re.findall(r"{(\w+)}", path)

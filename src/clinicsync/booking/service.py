@@ -672,3 +672,14 @@ async def day_schedule(
         else:
             overrides.append(slot_math.DateOverride(day, start, end, is_available))
     return weekly, overrides
+
+
+async def practitioner_id_for_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
+    """The practitioner whose login the caller is, if any."""
+    return await session.scalar(
+        select(Practitioner.id).where(
+            Practitioner.organization_id == principal.organization_id,
+            Practitioner.user_id == principal.user_id,
+            Practitioner.deleted_at.is_(None),
+        )
+    )

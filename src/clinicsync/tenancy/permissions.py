@@ -53,6 +53,7 @@ class Capability(enum.StrEnum):
     INTEGRATIONS_MANAGE = "integrations.manage"
     CREDENTIALS_MANAGE = "credentials.manage"
     PMS_RUN = "pms.run"
+    EVENTS_READ = "events.read"
     SYNC_READ = "sync.read"
     SYNC_MANAGE = "sync.manage"
     AGENT_TOOLS = "agents.tools"
@@ -97,6 +98,7 @@ DESCRIPTIONS: Mapping[Capability, str] = MappingProxyType(
         Capability.INTEGRATIONS_MANAGE: "configure integrations, their functions and parameter maps",
         Capability.CREDENTIALS_MANAGE: "store, change, test and delete PMS credentials",
         Capability.PMS_RUN: "run a PMS function and read an integration's status",
+        Capability.EVENTS_READ: "receive live changes (practitioners: own diary; service: what it booked)",
         Capability.SYNC_READ: "read sync settings, sync status and the outbox of owed pushes",
         Capability.SYNC_MANAGE: "change sync settings, link records by hand, retry or discard owed pushes",
         Capability.AGENT_TOOLS: "agent tools: find slots and patients, register, book, change with proof",
@@ -134,6 +136,7 @@ GRANTS: Mapping[Capability, Mapping[Role, Scope]] = MappingProxyType(
         Capability.INTEGRATIONS_MANAGE: {OW: ALL, A: ALL},
         Capability.CREDENTIALS_MANAGE: {OW: ALL, A: ALL},
         Capability.PMS_RUN: {OW: ALL, A: ALL},
+        Capability.EVENTS_READ: {OW: ALL, A: ALL, S: ALL, P: OWN, SV: OWN},
         Capability.SYNC_READ: {OW: ALL, A: ALL},
         Capability.SYNC_MANAGE: {OW: ALL, A: ALL},
         Capability.AGENT_TOOLS: {OW: ALL, A: ALL, S: ALL, SV: ALL},
@@ -175,7 +178,7 @@ def outranks_or_equals(actor: Role, target: Role) -> bool:
 
 
 # Routes outside the API routers (the API reference and its assets): public, by path prefix.
-OPEN_PATHS: tuple[str, ...] = ("/openapi.json", "/docs", "/redoc", "/static/apidocs")
+OPEN_PATHS: tuple[str, ...] = ("/openapi.json", "/docs", "/redoc", "/static/apidocs", "/assets")
 
 # Routes outside the API routers that authenticate callers themselves: the MCP endpoint checks
 # the bearer token in the SDK's own middleware and requires agents.tools (agents/mcp_server.py).

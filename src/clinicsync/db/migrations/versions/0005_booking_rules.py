@@ -2,7 +2,7 @@
 organization phone region and booking horizon.
 
 Revision ID: 0005_booking_rules
-Revises: 0011_inbound
+Revises: 0008_change_events
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_booking_rules"
-down_revision = "0011_inbound"
+down_revision = "0008_change_events"
 branch_labels = None
 depends_on = None
 

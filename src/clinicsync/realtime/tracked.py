@@ -1,0 +1,55 @@
+"""The models that produce change events: one ``track`` line each (see ``registry`` for the options)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinicsync.booking.models import (
+    Appointment,
+    AvailabilityOverride,
+    AvailabilityRule,
+    Patient,
+    Practitioner,
+)
+from clinicsync.realtime.registry import track
+from clinicsync.sync.models import IntegrationSyncConfig
+
+
+def _patient_display(patient: Any) -> str:
+    # First name and last initial: enough to recognise a booking, not enough to identify a person.
+    last = (patient.last_name or "")[:1]
+    return f"{patient.first_name} {last}." if last else str(patient.first_name)
+
+
+APPOINTMENT_FIELDS = (
+    "practitioner_id",
+    "patient_id",
+    "starts_at",
+    "ends_at",
+    "status",
+    "booking_source",
+    "booking_reference",
+    "version",
+)
+
+track(Appointment, "appointment", fields=APPOINTMENT_FIELDS, practitioner="practitioner_id", owned=True)
+track(
+    AvailabilityRule,
+    "availability",
+    fields=("practitioner_id",),
+    practitioner="practitioner_id",
+    entity_id="practitioner_id",
+)
+track(
+    AvailabilityOverride,
+    "availability_override",
+    fields=("practitioner_id", "date", "is_available"),
+    practitioner="practitioner_id",
+)
+track(Practitioner, "practitioner", fields=("name", "is_active"), practitioner="id")
+track(Patient, "patient", owned=True, display=_patient_display)
+track(
+    IntegrationSyncConfig,
+    "sync_config",
+    fields=("integration_id", "sync_enabled", "sync_direction", "last_sync_status"),
+)

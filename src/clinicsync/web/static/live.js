@@ -1,0 +1,53 @@
+// Live pages: regions marked data-live-url are re-fetched when a change event they care about
+// arrives over /api/v1/events; data-live-reload regions reload the page. Forms change on their own
+// (practitioner and date pickers) so the page needs no separate "show" press with a mouse.
+(function () {
+  "use strict";
+  const regions = Array.from(document.querySelectorAll("[data-live-url], [data-live-reload]"));
+  const timers = new WeakMap();
+
+  function wants(region, event) {
+    const entities = (region.dataset.liveEntities || "").split(" ").filter(Boolean);
+    if (entities.length && !entities.includes(event.entity)) return false;
+    const practitioner = region.dataset.livePractitioner;
+    if (practitioner && event.practitioner_id && event.practitioner_id !== practitioner) return false;
+    return true;
+  }
+
+  async function refresh(region) {
+    if (region.hasAttribute("data-live-reload")) { window.location.reload(); return; }
+    const selected = region.querySelector("input[type=radio]:checked");
+    const url = new URL(region.dataset.liveUrl, window.location.href);
+    if (selected) url.searchParams.set("selected", selected.value);
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    region.innerHTML = await response.text();
+    region.dataset.liveVersion = String(Number(region.dataset.liveVersion || "0") + 1);
+    if (selected && !region.querySelector("input[type=radio]:checked")) {
+      const note = document.createElement("p");
+      note.className = "error";
+      note.setAttribute("role", "alert");
+      note.textContent = "The time you chose has just been taken; please choose another.";
+      region.prepend(note);
+    }
+  }
+
+  function schedule(region) {
+    clearTimeout(timers.get(region));
+    timers.set(region, setTimeout(() => refresh(region), 100));
+  }
+
+  if (regions.length && "EventSource" in window) {
+    const source = new EventSource("/api/v1/events");
+    source.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      regions.forEach((region) => { if (wants(region, event)) schedule(region); });
+    };
+    source.addEventListener("reload", () => window.location.reload());
+    source.onopen = () => document.documentElement.setAttribute("data-live", "connected");
+  }
+
+  document.querySelectorAll("form.toolbar select").forEach((input) => {
+    input.addEventListener("change", () => input.form.requestSubmit());
+  });
+})();
