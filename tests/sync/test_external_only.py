@@ -36,12 +36,12 @@ async def test_pms_down_is_a_clear_503_and_nothing_is_half_written(
 ) -> None:
     od = opendental
     await configure(client, od, **EXTERNAL_ONLY)
-    moved = await client.patch(
-        f"/api/admin/integrations/{od.integration_id}",
-        headers=od.headers,
-        json={"base_url": "http://127.0.0.1:9"},
+    # The PMS is down: every API request is answered 503 and nothing is applied there.
+    down = await od.pms.put(
+        od.sandbox.root_url + "/_sandbox/faults",  # type: ignore[operator]
+        json={"error_rate": 1.0, "error_statuses": [503]},
     )
-    assert moved.status_code == 200, moved.text
+    assert down.status_code == 200, down.text
     start = od.clinic.local(future_day(), 10)
     refused = await client.post("/api/v1/appointments", json=booking(od.clinic, start), headers=od.headers)
     assert refused.status_code == 503, refused.text
