@@ -37,8 +37,11 @@ $(AXE): tests/e2e/package.json tests/e2e/package-lock.json
 	cd tests/e2e && npm ci --no-audit --no-fund
 	touch $(AXE)
 
+# The browser tests run on their own: Playwright's sync API keeps an event loop running in the
+# worker's thread for as long as the browser lives, which the asyncio tests cannot share.
 pytest: $(STAMP) browser
-	$(BIN)/pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
+	$(BIN)/pytest -n $${PYTEST_WORKERS:-auto} --ignore=tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -n $${PYTEST_WORKERS:-auto} tests/e2e $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
