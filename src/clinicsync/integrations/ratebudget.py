@@ -80,6 +80,7 @@ class LocalBudget:
         self._live_waiting = 0
         self._no_live_waiting = asyncio.Event()
         self._no_live_waiting.set()
+        self._background_turn = asyncio.Lock()
 
     async def acquire(self, priority: Priority = Priority.LIVE) -> None:
         if priority is Priority.LIVE:
@@ -92,10 +93,11 @@ class LocalBudget:
                 if self._live_waiting == 0:
                     self._no_live_waiting.set()
             return
-        while True:
+        # One background caller at a time waits inside the limiter: a live caller arriving later
+        # then queues behind at most that one, not behind every read already waiting there.
+        async with self._background_turn:
             await self._no_live_waiting.wait()
             await self._limiter.acquire()
-            return
 
 
 class DatabaseBudget:
