@@ -115,10 +115,9 @@ async def test_slot_search_asks_the_pms_what_is_taken(
             "from": day.isoformat(),
             "to": day.isoformat(),
             "duration_minutes": 30,
-            "interval_minutes": 30,
         },
     )
     assert slots.status_code == 200, slots.text
-    starts = {slot["local_start"][11:16] for slot in slots.json()["slots"]}
+    starts = {slot["start"][11:16] for slot in slots.json()["slots"]}
     assert "09:30" in starts and "11:00" in starts
     assert "10:00" not in starts and "12:00" not in starts

@@ -94,7 +94,7 @@ def install_page_errors(app: FastAPI) -> None:
     @app.exception_handler(ClinicSyncError)
     async def _domain_error(request: Request, exc: ClinicSyncError) -> Response:
         if not wants_html(request):
-            return JSONResponse(status_code=exc.status_code, content=exc.to_body())
+            return JSONResponse(status_code=exc.status_code, content=exc.to_body(), headers=exc.headers)
         if exc.status_code == 401:
             return login_page(request, next_path=request.url.path, status_code=401)
         return render(request, "error.html", {"error": exc}, status_code=exc.status_code)
