@@ -41,6 +41,7 @@ from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.inbound_api import router as inbound_router
 from clinicsync.sync.inbound_api import webhook_router
 from clinicsync.sync.manager import SyncManager
+from clinicsync.sync.slots.api import router as schedule_slots_router
 from clinicsync.tenancy.api import router as tenancy_router
 from clinicsync.tenancy.throttle import LoginThrottle
 from clinicsync.web import WEB_ASSETS
@@ -201,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_router)
     app.include_router(metrics_router)
     app.include_router(agents_router)
+    app.include_router(schedule_slots_router)
     # The MCP app answers /mcp only (auth, transport and all); every other path stays ours.
     app.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
     document_errors(app)

@@ -18,6 +18,7 @@ from clinicsync.sync.models import (
     UNFINISHED_STATUSES,
     IntegrationSyncConfig,
     OutboxItem,
+    ScheduleSource,
     SyncDirection,
 )
 from clinicsync.sync.schemas import OwedPushes, SyncConfigCreate, SyncConfigRead, SyncConfigUpdate
@@ -30,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "sync_on_update": True,
     "sync_on_delete": False,
     "always_keep_local_copy": True,
+    "schedule_source": ScheduleSource.LOCAL,
 }
 # What a config needs the provider to do, by the toggles it turns on.
 NEEDED_FOR_PUSH = {
@@ -95,6 +97,21 @@ async def _check(
             raise ValidationFailed(
                 "always_keep_local_copy",
                 "another integration is already the external-only source of truth; a clinic has one",
+            )
+    if config.schedule_source == ScheduleSource.PMS_SLOTS:
+        slot_sources = await session.scalar(
+            select(func.count())
+            .select_from(IntegrationSyncConfig)
+            .where(
+                IntegrationSyncConfig.organization_id == principal.organization_id,
+                IntegrationSyncConfig.id != config.id,
+                IntegrationSyncConfig.schedule_source == ScheduleSource.PMS_SLOTS,
+            )
+        )
+        if slot_sources:
+            raise ValidationFailed(
+                "schedule_source",
+                "another integration already supplies this clinic's slots; a clinic has one slot schedule",
             )
     if not config.sync_enabled or direction == SyncDirection.LOCAL_ONLY:
         return

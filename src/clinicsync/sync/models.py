@@ -38,6 +38,13 @@ class ConflictResolution(enum.StrEnum):
     MANUAL = "manual"
 
 
+class ScheduleSource(enum.StrEnum):
+    """Where a clinic's bookable times come from."""
+
+    LOCAL = "local"  # practitioners' weekly hours here, cut into the clinic's grid
+    PMS_SLOTS = "pms_slots"  # the PMS's own slots, each with a capacity (sync/slots)
+
+
 class SyncState(enum.StrEnum):
     """Where one record stands with one integration."""
 
@@ -99,6 +106,9 @@ class IntegrationSyncConfig(UUIDPrimaryKey, Timestamps, OrganizationOwned, Base)
     always_keep_local_copy: Mapped[bool] = mapped_column(default=True)
     conflict_resolution: Mapped[ConflictResolution] = mapped_column(
         _enum(ConflictResolution), default=ConflictResolution.EXTERNAL_WINS
+    )
+    schedule_source: Mapped[ScheduleSource] = mapped_column(
+        _enum(ScheduleSource, 12), default=ScheduleSource.LOCAL
     )
     last_sync_at: Mapped[datetime | None] = mapped_column(default=None)
     last_sync_status: Mapped[str | None] = mapped_column(String(20), default=None)

@@ -14,6 +14,7 @@ from clinicsync.sync.models import (
     OutboxOperation,
     OutboxStatus,
     RecordType,
+    ScheduleSource,
     SyncDirection,
     SyncState,
 )
@@ -35,6 +36,11 @@ class SyncConfigFields(BaseModel):
     sync_on_delete: bool | None = None
     always_keep_local_copy: bool | None = None
     conflict_resolution: ConflictResolution | None = None
+    schedule_source: ScheduleSource | None = Field(
+        default=None,
+        description="local (practitioners' hours here) or pms_slots (the PMS's own slots with a capacity, "
+        "read by the sync; agents then offer and book those); one integration per clinic may be pms_slots",
+    )
 
 
 class SyncConfigCreate(SyncConfigFields):
@@ -66,6 +72,7 @@ class SyncConfigRead(BaseModel):
     sync_on_delete: bool
     always_keep_local_copy: bool
     conflict_resolution: ConflictResolution
+    schedule_source: ScheduleSource
     mode: str = Field(description="local_only, dual_write, external_only, from_external or bidirectional")
     last_sync_at: datetime | None
     last_sync_status: str | None
