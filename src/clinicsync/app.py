@@ -41,6 +41,7 @@ from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.inbound_api import router as inbound_router
 from clinicsync.sync.inbound_api import webhook_router
 from clinicsync.sync.manager import SyncManager
+from clinicsync.sync.runs.api import router as sync_runs_router
 from clinicsync.sync.slots.api import router as schedule_slots_router
 from clinicsync.tenancy.api import router as tenancy_router
 from clinicsync.tenancy.throttle import LoginThrottle
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sync_router)
     app.include_router(inbound_router)
     app.include_router(webhook_router)
+    app.include_router(sync_runs_router)
     app.include_router(metrics_router)
     app.include_router(agents_router)
     app.include_router(schedule_slots_router)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,6 +68,29 @@ class Settings(BaseSettings):
     sync_retry_max_seconds: float = Field(default=600.0, gt=0)
     sync_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     sync_read_back_delay_seconds: float = Field(default=1.0, ge=0)
+    # Sync runs (docs/architecture.md, "Sync runs"). The scheduler's two switches keep the
+    # reference's names, with or without the prefix.
+    enable_sync_scheduler: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "enable_sync_scheduler", "CLINICSYNC_ENABLE_SYNC_SCHEDULER", "ENABLE_SYNC_SCHEDULER"
+        ),
+    )
+    sync_interval_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "sync_interval_minutes", "CLINICSYNC_SYNC_INTERVAL_MINUTES", "SYNC_INTERVAL_MINUTES"
+        ),
+    )
+    sync_run_stale_seconds: float = Field(
+        default=300.0, gt=0, description="a run without a heartbeat for this long is failed as stale"
+    )
+    sync_backward_days: int = Field(default=14, ge=0, le=366)
+    sync_forward_days: int = Field(default=14, ge=0, le=366)
+    sync_reconcile_days: int = Field(default=7, ge=0, le=366)
+    sync_enrichment_concurrency: int = Field(default=5, ge=1, le=50)
+    sync_max_delete_share: float = Field(default=0.2, ge=0, le=1)
 
     @property
     def json_logs(self) -> bool:

@@ -32,6 +32,7 @@ from clinicsync.errors import ClinicSyncError, ValidationFailed
 from clinicsync.integrations.definitions import ProviderDefinition
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.executor import IntegrationExecutor
+from clinicsync.integrations.ratebudget import Priority
 from clinicsync.integrations.runtime import ProviderCaller, ResolvedIntegration, render
 from clinicsync.integrations.sync_spec import (
     APPOINTMENT_STATUSES,
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 _INSTANTS = ("starts_at", "ends_at", "updated_at", "updated_since", "starts_from", "starts_to")
-_IDS = ("id", "patient_id", "practitioner_id")
+_IDS = ("id", "patient_id", "practitioner_id", "appointment_id")
 _FALSY = (None, False, "", "false", "False", 0)
 
 
@@ -99,6 +100,7 @@ async def stream(
         SyncOperation.APPOINTMENT_LIST_CHANGED,
         SyncOperation.PATIENT_LIST_CHANGED,
         SyncOperation.PRACTITIONER_LIST,
+        SyncOperation.CONSULTATION_LIST,
     ):
         raise ValueError(f"{operation.value} is not a list operation")
     resolution = await executor.resolve_id(organization_id, integration_id)
@@ -117,8 +119,11 @@ async def perform_resolved(
     resolved: ResolvedIntegration,
     operation: SyncOperation,
     payload: Mapping[str, Any],
+    *,
+    priority: Priority = Priority.LIVE,
 ) -> OperationResult:
-    """The same, for an integration already resolved (no database needed)."""
+    """The same, for an integration already resolved (no database needed). Sync runs read with
+    `Priority.BACKGROUND`, so a booking being pushed never waits behind them."""
     spec = _spec(resolved.definition, operation)
     prepared = _prepare_payload(operation, payload, resolved)
     if operation is SyncOperation.PATIENT_FIND:
@@ -128,10 +133,11 @@ async def perform_resolved(
     if operation.value.endswith((".update", ".cancel", ".get")) and prepared.get("id") is None:
         raise ValidationFailed("payload.id", f"is required by {operation.value}")
     try:
-        records, requests = await _call(caller, resolved, operation, spec, prepared)
+        records, requests = await _call(caller, resolved, operation, spec, prepared, priority)
     except IntegrationError as exc:
         if (
-            operation in (SyncOperation.APPOINTMENT_GET, SyncOperation.PATIENT_GET)
+            operation
+            in (SyncOperation.APPOINTMENT_GET, SyncOperation.PATIENT_GET, SyncOperation.CONSULTATION_GET)
             and exc.code == "not_found"
         ):
             return OperationResult([], 1)
@@ -289,9 +295,10 @@ async def _call(
     operation: SyncOperation,
     spec: SyncOperationSpec,
     payload: Mapping[str, Any],
+    priority: Priority = Priority.LIVE,
 ) -> tuple[list[dict[str, Any]], int]:
     params = _function_params(resolved, operation, spec, payload)
-    result = await caller.execute(resolved, spec.function, params)
+    result = await caller.execute(resolved, spec.function, params, priority=priority)
     records = [to_canonical(operation, spec, raw, resolved.settings) for raw in result.records]
     if spec.read_back:
         # The function's answer is not the record; only an id may be read from it.

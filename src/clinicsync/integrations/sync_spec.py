@@ -33,6 +33,9 @@ class SyncOperation(StrEnum):
     PATIENT_GET = "patient.get"
     PATIENT_LIST_CHANGED = "patient.list_changed"
     PRACTITIONER_LIST = "practitioner.list"
+    # Clinical notes of past visits (SOAP, discharge summary), read by sync runs' enrichment.
+    CONSULTATION_LIST = "consultation.list"
+    CONSULTATION_GET = "consultation.get"
 
     @property
     def kind(self) -> str:
@@ -57,6 +60,16 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "patient": ("id", "first_name", "last_name", "email", "phone", "date_of_birth", "updated_at"),
     "practitioner": ("id", "first_name", "last_name", "display_name"),
+    "consultation": (
+        "id",
+        "appointment_id",
+        "subjective",
+        "objective",
+        "assessment",
+        "plan",
+        "discharge_summary",
+        "updated_at",
+    ),
 }
 MAPPABLE_KEYS: dict[str, tuple[str, ...]] = {
     **RECORD_KEYS,
@@ -98,6 +111,8 @@ PAYLOAD_KEYS: dict[SyncOperation, tuple[str, ...]] = {
     SyncOperation.PATIENT_GET: ("id",),
     SyncOperation.PATIENT_LIST_CHANGED: ("updated_since",),
     SyncOperation.PRACTITIONER_LIST: ("updated_since",),
+    SyncOperation.CONSULTATION_LIST: ("starts_from", "starts_to"),
+    SyncOperation.CONSULTATION_GET: ("id",),
 }
 
 

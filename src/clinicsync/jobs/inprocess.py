@@ -35,6 +35,8 @@ class InProcessRunner:
             tasks.READ_BACK: tasks.read_back,
             tasks.SWEEP: tasks.sweep,
             tasks.APPLY_WEBHOOK: tasks.apply_webhook,
+            tasks.RUN_SYNC: tasks.run_sync,
+            tasks.SCHEDULE_RUNS: tasks.schedule_runs,
         }
 
     async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:
@@ -83,6 +85,11 @@ class InProcessRunner:
                 await tasks.sweep(self.ctx, self)
             except Exception:
                 log.exception("job_failed", task=tasks.SWEEP)
+            if self.ctx.settings.enable_sync_scheduler:
+                try:
+                    await tasks.schedule_runs(self.ctx, self)
+                except Exception:
+                    log.exception("job_failed", task=tasks.SCHEDULE_RUNS)
             await asyncio.sleep(self.sweep_interval)
 
     async def start(self) -> None:

@@ -66,6 +66,18 @@ class ProcrastinateRunner:
         async def apply_webhook(event_id: str) -> str:
             return await tasks.apply_webhook(runner.ctx, runner, event_id)
 
+        @self.app.task(name=tasks.RUN_SYNC, queue=QUEUE)
+        async def run_sync(run_id: str) -> str:
+            return await tasks.run_sync(runner.ctx, runner, run_id)
+
+        @self.app.periodic(cron=f"* * * * * */{every}", periodic_id="sync_schedule")
+        @self.app.task(name=tasks.SCHEDULE_RUNS, queue=QUEUE, queueing_lock="schedule_runs")
+        async def schedule_runs(timestamp: int) -> int:
+            # Every worker's deferrer proposes the tick; Procrastinate lets one job per tick through.
+            if not runner.ctx.settings.enable_sync_scheduler:
+                return 0
+            return await tasks.schedule_runs(runner.ctx, runner)
+
         @self.app.periodic(cron=f"* * * * * */{every}", periodic_id="outbox")
         @self.app.task(name=tasks.SWEEP, queue=QUEUE, queueing_lock="sweep")
         async def sweep(timestamp: int) -> int:

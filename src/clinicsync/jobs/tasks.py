@@ -3,6 +3,8 @@
 * ``deliver(item_id)``: one attempt at one outbox item; schedules its own retry.
 * ``read_back(ref_id)``: confirms an accepted write against the PMS.
 * ``apply_webhook(event_id)``: applies one stored webhook event through the inbound path.
+* ``run_sync(run_id)``: one sync run, start to end (sync/runs/engine.py).
+* ``schedule_runs()``: starts the runs whose schedule is due (sync/runs/scheduler.py).
 * ``sweep()``: the safety net, run periodically: re-owns items whose worker died, and defers
   every due item and read-back, so a job lost between a commit and its enqueue (or a restart)
   never loses a push.
@@ -36,6 +38,8 @@ DELIVER = "deliver"
 READ_BACK = "read_back"
 SWEEP = "sweep"
 APPLY_WEBHOOK = "apply_webhook"
+RUN_SYNC = "run_sync"
+SCHEDULE_RUNS = "schedule_runs"
 
 
 class Deferrer(Protocol):
@@ -106,7 +110,26 @@ async def apply_webhook(ctx: SyncContext, jobs: Deferrer, event_id: str) -> str:
     return status
 
 
+async def run_sync(ctx: SyncContext, jobs: Deferrer, run_id: str) -> str:
+    from clinicsync.sync.runs import engine
+
+    return await engine.execute(ctx, uuid.UUID(run_id))
+
+
+async def schedule_runs(ctx: SyncContext, jobs: Deferrer) -> int:
+    from clinicsync.sync.runs import scheduler
+
+    started = await scheduler.start_due(ctx)
+    for run_id in started:
+        await jobs.defer(RUN_SYNC, run_id=str(run_id))
+    return len(started)
+
+
 async def sweep(ctx: SyncContext, jobs: Deferrer) -> int:
+    from clinicsync.sync.runs import scheduler
+
+    # Runs whose worker died are failed as stale; the next run resumes from their checkpoint.
+    await scheduler.clean_stale(ctx)
     recovered = await outbox.recover_stale(ctx.sessionmaker)
     if recovered:
         log.warning("outbox_recovered_stale_items", count=recovered)
@@ -125,11 +148,15 @@ __all__ = [
     "APPLY_WEBHOOK",
     "DELIVER",
     "READ_BACK",
+    "RUN_SYNC",
+    "SCHEDULE_RUNS",
     "SWEEP",
     "Deferrer",
     "OutboxStatus",
     "apply_webhook",
     "deliver",
     "read_back",
+    "run_sync",
+    "schedule_runs",
     "sweep",
 ]

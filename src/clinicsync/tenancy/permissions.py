@@ -56,6 +56,8 @@ class Capability(enum.StrEnum):
     EVENTS_READ = "events.read"
     SYNC_READ = "sync.read"
     SYNC_MANAGE = "sync.manage"
+    SYNC_RUNS_READ = "sync.runs.read"
+    SYNC_RUNS_START = "sync.runs.start"
     AGENT_TOOLS = "agents.tools"
     AGENTS_MANAGE = "agents.manage"
 
@@ -101,6 +103,8 @@ DESCRIPTIONS: Mapping[Capability, str] = MappingProxyType(
         Capability.EVENTS_READ: "receive live changes (practitioners: own diary; service: what it booked)",
         Capability.SYNC_READ: "read sync settings, sync status and the outbox of owed pushes",
         Capability.SYNC_MANAGE: "change sync settings, link records by hand, retry or discard owed pushes",
+        Capability.SYNC_RUNS_READ: "watch sync runs: progress, history, cases and PMS appointments pulled",
+        Capability.SYNC_RUNS_START: "start, preview, cancel and clean up sync runs; set their schedule",
         Capability.AGENT_TOOLS: "agent tools: find slots and patients, register, book, change with proof",
         Capability.AGENTS_MANAGE: "switch agent booking on or off, limit it, manage voice channels",
     }
@@ -139,6 +143,8 @@ GRANTS: Mapping[Capability, Mapping[Role, Scope]] = MappingProxyType(
         Capability.EVENTS_READ: {OW: ALL, A: ALL, S: ALL, P: OWN, SV: OWN},
         Capability.SYNC_READ: {OW: ALL, A: ALL},
         Capability.SYNC_MANAGE: {OW: ALL, A: ALL},
+        Capability.SYNC_RUNS_READ: {OW: ALL, A: ALL},
+        Capability.SYNC_RUNS_START: {OW: ALL, A: ALL},
         Capability.AGENT_TOOLS: {OW: ALL, A: ALL, S: ALL, SV: ALL},
         Capability.AGENTS_MANAGE: {OW: ALL, A: ALL},
     }

@@ -1,0 +1,1 @@
+"""Sync runs: full syncs, incremental pulls and their schedule, with progress, cancel and history."""

@@ -1,0 +1,349 @@
+"""What one page of a run writes: cases, consultations, the PMS's upcoming appointments, deletes.
+
+Each function takes the session of the page's transaction and canonical records, loads what it
+needs in one query, writes in bulk, and answers the actions record by record. The same
+functions serve real runs and previews (a preview runs them in a savepoint it rolls back), so a
+preview reports exactly what the real run does with the same PMS data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinicsync.db.base import utcnow
+from clinicsync.sync import inbound
+from clinicsync.sync.inbound_models import ChangeSource
+from clinicsync.sync.models import RecordType
+from clinicsync.sync.refs import json_safe
+from clinicsync.sync.runs.models import PmsAppointment, SyncCase
+
+COUNT_KEYS = ("found", "created", "updated", "unchanged", "deleted", "failed")
+
+
+@dataclass
+class Action:
+    entity: str
+    external_id: str
+    action: str  # create, update, unchanged, delete, review
+    fields: list[str] = field(default_factory=list)
+
+    def as_dict(self, phase: str) -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "entity": self.entity,
+            "external_id": self.external_id,
+            "action": self.action,
+            "fields": self.fields,
+        }
+
+
+@dataclass
+class PageOutcome:
+    actions: list[Action] = field(default_factory=list)
+    found: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)  # e.g. inbound conflicts
+    touched_cases: list[SyncCase] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for entity, number in self.found.items():
+            counts.setdefault(entity, dict.fromkeys(COUNT_KEYS, 0))["found"] += number
+        verbs = {"create": "created", "update": "updated", "unchanged": "unchanged", "delete": "deleted"}
+        for action in self.actions:
+            key = verbs.get(action.action, "failed" if action.action == "failed" else None)
+            if key is not None:
+                counts.setdefault(action.entity, dict.fromkeys(COUNT_KEYS, 0))[key] += 1
+        return counts
+
+
+def _visit_columns(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "patient_external_id": record.get("patient_id"),
+        "practitioner_external_id": record.get("practitioner_id"),
+        "starts_at": record["starts_at"],
+        "ends_at": record.get("ends_at"),
+        "status": record.get("status") or "pending",
+    }
+
+
+def _changed(row: Any, columns: dict[str, Any], snapshot: dict[str, Any], snapshot_name: str) -> list[str]:
+    """Fields that differ; a new change stamp alone is not a change."""
+    changed = {name for name, value in columns.items() if getattr(row, name) != value}
+    old = getattr(row, snapshot_name) or {}
+    changed |= {name for name in snapshot if name not in columns and old.get(name) != snapshot[name]}
+    return sorted(changed - {"updated_at"})
+
+
+async def upsert_cases(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    records: Sequence[dict[str, Any]],
+) -> PageOutcome:
+    """Past visits as cases, one per PMS appointment (deduplicated by its external id)."""
+    outcome = PageOutcome(found={"cases": len(records)})
+    wanted = {str(record["id"]): record for record in records}
+    existing = {
+        row.external_id: row
+        for row in await session.scalars(
+            select(SyncCase).where(
+                SyncCase.integration_id == integration_id, SyncCase.external_id.in_(list(wanted))
+            )
+        )
+    }
+    for external_id, record in wanted.items():
+        columns, snapshot = _visit_columns(record), json_safe(record)
+        row = existing.get(external_id)
+        if row is None:
+            row = SyncCase(
+                id=uuid.uuid4(),
+                organization_id=organization_id,
+                integration_id=integration_id,
+                external_id=external_id,
+                appointment=snapshot,
+                **columns,
+            )
+            session.add(row)
+            outcome.actions.append(Action("cases", external_id, "create"))
+        else:
+            changed = _changed(row, columns, snapshot, "appointment")
+            if row.deleted_at is not None:
+                # Back in the PMS after a reconciliation removed it.
+                changed.append("deleted_at")
+                row.deleted_at, row.reconciliation = None, None
+            if not changed:
+                outcome.actions.append(Action("cases", external_id, "unchanged"))
+                continue
+            for name, value in columns.items():
+                setattr(row, name, value)
+            row.appointment = snapshot
+            outcome.actions.append(Action("cases", external_id, "update", changed))
+        outcome.touched_cases.append(row)
+    await session.flush()
+    return outcome
+
+
+async def upsert_pms_appointments(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    records: Sequence[dict[str, Any]],
+    *,
+    run_id: uuid.UUID,
+) -> PageOutcome:
+    """Upcoming PMS appointments kept as the PMS has them (for slot counts); those linked to a
+    local booking also go through the inbound path, conflicts and all."""
+    outcome = PageOutcome(found={"appointments": len(records)})
+    wanted = {str(record["id"]): record for record in records}
+    existing = {
+        row.external_id: row
+        for row in await session.scalars(
+            select(PmsAppointment).where(
+                PmsAppointment.integration_id == integration_id, PmsAppointment.external_id.in_(list(wanted))
+            )
+        )
+    }
+    for external_id, record in wanted.items():
+        columns, snapshot = _visit_columns(record), json_safe(record)
+        row = existing.get(external_id)
+        if row is None:
+            session.add(
+                PmsAppointment(
+                    id=uuid.uuid4(),
+                    organization_id=organization_id,
+                    integration_id=integration_id,
+                    external_id=external_id,
+                    record=snapshot,
+                    **columns,
+                )
+            )
+            outcome.actions.append(Action("appointments", external_id, "create"))
+            continue
+        changed = _changed(row, columns, snapshot, "record")
+        if row.deleted_at is not None:
+            changed.append("deleted_at")
+            row.deleted_at = None
+        if not changed:
+            outcome.actions.append(Action("appointments", external_id, "unchanged"))
+            continue
+        for name, value in columns.items():
+            setattr(row, name, value)
+        row.record = snapshot
+        outcome.actions.append(Action("appointments", external_id, "update", changed))
+    await session.flush()
+    await _inbound(session, integration_id, records, run_id, outcome)
+    return outcome
+
+
+async def _inbound(
+    session: AsyncSession,
+    integration_id: uuid.UUID,
+    records: Sequence[dict[str, Any]],
+    run_id: uuid.UUID,
+    outcome: PageOutcome,
+) -> None:
+    config = await inbound.config_of(session, integration_id)
+    if not inbound.takes_inbound(config) or config is None:
+        return
+    result = await inbound.apply_changes(
+        session,
+        config,
+        RecordType.APPOINTMENT,
+        list(records),
+        source=ChangeSource.PULL,
+        actor=f"sync_run:{run_id}",
+    )
+    linked = len(records) - result.unlinked
+    outcome.found["linked_appointments"] = linked
+    counts = outcome.extra
+    counts["linked_applied"] = result.applied
+    counts["linked_unchanged"] = result.unchanged + result.stale
+    counts["conflicts_settled"] = result.settled
+    counts["conflicts_queued"] = result.queued
+
+
+async def attach_consultations(
+    session: AsyncSession, integration_id: uuid.UUID, consultations: Sequence[dict[str, Any]]
+) -> PageOutcome:
+    """Each consultation into its visit's case (SOAP notes, discharge summary)."""
+    outcome = PageOutcome(found={"consultations": len(consultations)})
+    by_visit = {
+        str(record["appointment_id"]): record for record in consultations if record.get("appointment_id")
+    }
+    cases = {
+        row.external_id: row
+        for row in await session.scalars(
+            select(SyncCase).where(
+                SyncCase.integration_id == integration_id, SyncCase.external_id.in_(list(by_visit))
+            )
+        )
+    }
+    for visit_id, record in by_visit.items():
+        case = cases.get(visit_id)
+        consultation_id = str(record.get("id"))
+        if case is None:
+            outcome.actions.append(Action("consultations", consultation_id, "failed", ["case"]))
+            continue
+        snapshot = json_safe(record)
+        if case.consultation == snapshot:
+            outcome.actions.append(Action("consultations", consultation_id, "unchanged"))
+            continue
+        verb = "create" if case.consultation is None else "update"
+        case.consultation = snapshot
+        case.enriched_at = utcnow()
+        outcome.actions.append(Action("consultations", consultation_id, verb))
+        outcome.touched_cases.append(case)
+    await session.flush()
+    return outcome
+
+
+async def reconcile_cases(
+    session: AsyncSession,
+    integration_id: uuid.UUID,
+    window: tuple[datetime, datetime],
+    fetched: dict[str, dict[str, Any]],
+    *,
+    max_delete_share: float,
+    run_id: uuid.UUID,
+) -> tuple[PageOutcome, str | None]:
+    """Soft-deletes the window's cases whose PMS appointment is gone and takes changed statuses;
+    never looks outside the window fetched. Too many deletes stop it for a person's review.
+    Answers the outcome and, when it stopped, why."""
+    start, end = window
+    local = list(
+        await session.scalars(
+            select(SyncCase).where(
+                SyncCase.integration_id == integration_id,
+                SyncCase.starts_at >= start,
+                SyncCase.starts_at < end,
+                SyncCase.deleted_at.is_(None),
+            )
+        )
+    )
+    outcome = PageOutcome(found={"cases": len(fetched)})
+    missing = [case for case in local if case.external_id not in fetched]
+    if local and len(missing) > max_delete_share * len(local):
+        reason = (
+            f"{len(missing)} of {len(local)} cases in the window ({len(missing) / len(local):.0%}) would be "
+            f"deleted, more than the {max_delete_share:.0%} allowed: nothing was deleted; review the PMS "
+            "data, then run again with a higher max_delete_share if it is right"
+        )
+        outcome.actions += [Action("cases", case.external_id, "review") for case in missing]
+        return outcome, reason
+    now = utcnow()
+    for case in missing:
+        case.deleted_at = now
+        case.reconciliation = {
+            "run_id": str(run_id),
+            "reason": "not in the PMS any more",
+            "at": now.isoformat(),
+        }
+        outcome.actions.append(Action("cases", case.external_id, "delete"))
+        outcome.touched_cases.append(case)
+    for case in local:
+        record = fetched.get(case.external_id)
+        if record is None:
+            continue
+        status = record.get("status") or case.status
+        if status != case.status:
+            case.status = status
+            case.appointment = json_safe(record)
+            outcome.actions.append(Action("cases", case.external_id, "update", ["status"]))
+            outcome.touched_cases.append(case)
+    await session.flush()
+    return outcome, None
+
+
+CASE_COLUMNS = (
+    "id",
+    "organization_id",
+    "integration_id",
+    "external_id",
+    "patient_external_id",
+    "practitioner_external_id",
+    "starts_at",
+    "ends_at",
+    "status",
+    "appointment",
+    "consultation",
+    "enriched_at",
+    "deleted_at",
+    "reconciliation",
+)
+
+
+def case_values(case: SyncCase) -> dict[str, Any]:
+    return {name: getattr(case, name) for name in CASE_COLUMNS}
+
+
+async def replay_cases(
+    session: AsyncSession, integration_id: uuid.UUID, overlay: dict[str, dict[str, Any]]
+) -> None:
+    """A preview's earlier pages, written again inside the current page's savepoint, so later
+    phases see what the real run would have written by then."""
+    if not overlay:
+        return
+    existing = {
+        row.external_id: row
+        for row in await session.scalars(
+            select(SyncCase).where(
+                SyncCase.integration_id == integration_id, SyncCase.external_id.in_(list(overlay))
+            )
+        )
+    }
+    for external_id, values in overlay.items():
+        row = existing.get(external_id)
+        if row is None:
+            session.add(SyncCase(**values))
+        else:
+            for name, value in values.items():
+                if name != "id":
+                    setattr(row, name, value)
+    await session.flush()
