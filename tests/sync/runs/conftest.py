@@ -17,7 +17,14 @@ from tests.sync.conftest import FAST_HTTP, connect_opendental
 ZONE = "America/Chicago"
 PULLING = {"sync_enabled": True, "sync_direction": "from_external"}
 # A small vet clinic: visits from 10 days back to 10 days ahead, consultations for past visits.
-VET_CLINIC = {"seed": 11, "patients": 30, "appointments": 60, "days_before": 10, "days_after": 10, "timezone": ZONE}
+VET_CLINIC = {
+    "seed": 11,
+    "patients": 30,
+    "appointments": 60,
+    "days_before": 10,
+    "days_after": 10,
+    "timezone": ZONE,
+}
 
 
 @dataclass
@@ -92,7 +99,9 @@ async def opendental_pull(
     sandboxes: Callable[..., Awaitable[SandboxServer]],
 ) -> AsyncIterator[Pulling]:
     sandbox = await sandboxes(
-        "opendental", spec={"seed": 5, "patients": 20, "appointments": 40, "days_before": 10, "days_after": 10}, timezone=ZONE
+        "opendental",
+        spec={"seed": 5, "patients": 20, "appointments": 40, "days_before": 10, "days_after": 10},
+        timezone=ZONE,
     )
     tenant = await tenant_factory(time_zone=ZONE)
     integration_id, pms, _provider = await connect_opendental(client, tenant, sandbox)
@@ -110,7 +119,9 @@ async def start(client: httpx.AsyncClient, clinic: Pulling, **ask: Any) -> dict[
     return body
 
 
-async def finished(client: httpx.AsyncClient, clinic: Pulling, sync_id: str, timeout: float = 60.0) -> dict[str, Any]:
+async def finished(
+    client: httpx.AsyncClient, clinic: Pulling, sync_id: str, timeout: float = 60.0
+) -> dict[str, Any]:
     """Polls the run's progress until it ends, then answers the run's full record."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

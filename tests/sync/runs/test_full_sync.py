@@ -67,7 +67,9 @@ async def test_a_full_sync_with_a_failing_enrichment_endpoint_completes_the_othe
         if str(row.appointment_id) in {case["external_id"] for case in pulled}
     }
     assert {case["external_id"] for case in enriched} == with_notes and with_notes
-    assert all(case["consultation"]["subjective"] and case["consultation"]["discharge_summary"] for case in enriched)
+    assert all(
+        case["consultation"]["subjective"] and case["consultation"]["discharge_summary"] for case in enriched
+    )
     assert again["counts"]["consultations"]["created"] == len(with_notes)
 
 
