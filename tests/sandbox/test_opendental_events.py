@@ -195,3 +195,23 @@ async def test_events_stop_while_disabled(sandbox_factory: SandboxFactory) -> No
         await client.put("/patients/1", json={"City": "Quiet"})
         await asyncio.sleep(0.3)
         assert sink.received == []
+
+
+async def test_a_forced_poll_waits_for_one_under_way_and_posts_nothing_twice(
+    sandbox_factory: SandboxFactory, control: ControlClientFactory
+) -> None:
+    # Polled rarely, so only the first poll after the service comes back and the forced one run.
+    od, sink, client = await setup(sandbox_factory, events_enabled=False, events_polling_scale=100)
+    ctl, sink_ctl = await control(od), await control(sink)
+    async with client:
+        await subscribe(client, sink, "Patient")
+        await client.put("/patients/3", json={"City": "Salem"})
+        await sink_ctl.put("/faults", json={"latency_ms": 400})  # the receiver is slow to answer
+        od.settings = od.od.model_copy(update={"events_enabled": True})
+        await asyncio.sleep(0.1)  # the service's own poll (due at once) is posting now
+        forced = await ctl.post("/actions/deliver_events", json={})
+        assert forced.status_code == 200
+        # The forced poll returned only once the poll under way was answered, and sent nothing again.
+        assert [[row["PatNum"] for row in event["body"]] for event in sink.received] == [[3]]
+        await asyncio.sleep(0.5)
+        assert len(sink.received) == 1

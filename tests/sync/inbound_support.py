@@ -79,6 +79,22 @@ async def subscribe(server: RunningServer, od: Connected, table: str = "Appointm
     )
     assert response.status_code == 201, response.text
     await front_desk(od, "deliver_events")  # the first poll, so the next waits its PollingSeconds
+    # Its events' jobs read the PMS's current record: a front-desk edit made before they ran would
+    # arrive with them, ahead of whatever the test does next. Each story starts from a quiet sync.
+    await inbound_settled(server, od)
+
+
+async def inbound_settled(server: RunningServer, od: Connected) -> None:
+    """Waits until every webhook event the PMS delivered has been applied by its job."""
+    async with httpx.AsyncClient(base_url=server.base_url, headers=od.headers, timeout=10) as admin:
+
+        async def settled() -> bool:
+            # The clinic admin's view of its webhook endpoint: nothing stored and not yet applied.
+            response = await admin.get(f"/api/admin/sync/webhooks/{od.integration_id}")
+            assert response.status_code == 200, response.text
+            return bool(response.json()["received"] == 0)
+
+        await eventually(settled)
 
 
 async def front_desk(od: Connected, action: str, **body: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import RunningServer
 from tests.factories import booking, future_day
@@ -123,11 +122,6 @@ async def test_latest_timestamp_wins_takes_the_side_changed_last(
     assert await _starts(client, od, appointment_id) == theirs
 
 
-@pytest.mark.xfail(
-    reason="known bug: the sandbox delivers the front desk's earlier edit before ours is made, so no "
-    "conflict arises, and our later edit then does not reach the PMS",
-    strict=False,
-)
 async def test_latest_timestamp_wins_keeps_ours_when_the_pms_edit_is_older(
     client: httpx.AsyncClient, server: RunningServer, opendental: Connected
 ) -> None:

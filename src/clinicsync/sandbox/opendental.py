@@ -701,6 +701,9 @@ class OpenDentalSandbox(SandboxServer):
 
     async def on_start(self) -> None:
         self._webhook_client = httpx.AsyncClient(timeout=self.od.events_timeout_seconds)
+        # The API Service polls one subscription at a time; a forced poll (the front desk's
+        # "deliver_events") waits for a poll already posting rather than posting the same rows twice.
+        self._delivery_lock = asyncio.Lock()
         self.spawn(self._event_loop(), name=f"{self.name}-events")
 
     async def on_stop(self) -> None:
@@ -1589,7 +1592,14 @@ class OpenDentalSandbox(SandboxServer):
         return None
 
     async def deliver_due_events(self, *, force: bool = False) -> int:
-        """Poll every due subscription once; returns the number of batches delivered."""
+        """Poll every due subscription once; returns the number of batches delivered.
+
+        When it returns, every batch it or a poll already under way posted has been answered.
+        """
+        async with self._delivery_lock:
+            return await self._deliver_due_events(force=force)
+
+    async def _deliver_due_events(self, *, force: bool) -> int:
         delivered = 0
         now_monotonic = time.monotonic()
         now = self.clock.now()
