@@ -214,3 +214,43 @@ async def test_two_processes_refreshing_at_once_use_one_refresh_and_keep_the_rot
             await control.post("/tokens/expire")
         assert (await list_events(client, tenant.headers, integration_id)).status_code == 200
         assert sandbox.oauth.refresh_requests == 2
+
+
+async def test_a_google_restarted_from_its_state_file_keeps_the_clinics_grant(
+    server: RunningServer, client: httpx.AsyncClient, tenant_factory: Any, tmp_path: Path
+) -> None:
+    """The sandbox saves its OAuth grants: after a restart from the file the connection still works,
+    and the refresh token clinicsync holds is still the one Google honours."""
+    tenant = await tenant_factory()
+    state_file = tmp_path / "google.json"
+    async with run_sandbox("google_calendar", state_file=state_file) as first:
+        port = int(urlparse(first.root_url or "").port or 0)
+        integration_id = await add_google(client, tenant.headers, first)
+        assert (await consent(client, tenant.headers, integration_id)).status_code == 200
+        assert (await list_events(client, tenant.headers, integration_id)).status_code == 200
+        refresh_token = first.oauth.current_refresh_tokens()[0]
+    async with run_sandbox("google_calendar", state_file=state_file, port=port) as second:
+        assert second.oauth.current_refresh_tokens() == [refresh_token]
+        # The access token clinicsync holds is still good, and a refresh with the stored token works.
+        assert (await list_events(client, tenant.headers, integration_id)).status_code == 200
+        async with httpx.AsyncClient(base_url=second.root_url or "") as google:
+            refreshed = await google.post(
+                "/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                    "client_id": DEFAULT_CLIENT_ID,
+                    "client_secret": DEFAULT_CLIENT_SECRET,
+                },
+            )
+            assert refreshed.status_code == 200, refreshed.text
+            assert (await google.post("/revoke", params={"token": refresh_token})).status_code == 200
+    async with run_sandbox("google_calendar", state_file=state_file, port=port) as third:
+        # A revoked grant stays revoked: clinicsync is asked to reconnect, not silently let in.
+        assert third.oauth.current_refresh_tokens() == []
+        assert third.oauth.summary()["revoked_grants"] == 1
+        refused = await list_events(client, tenant.headers, integration_id)
+        assert refused.status_code == 502, refused.text
+        assert refused.json()["error"]["details"]["reconnect"] is True
+        status = await client.get(f"/api/integrations/{integration_id}", headers=tenant.headers)
+        assert status.json()["connection"] == "reconnect_required"

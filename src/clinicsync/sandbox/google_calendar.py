@@ -776,7 +776,9 @@ class GoogleCalendarSandbox(SandboxServer):
         return DEFAULT_CALENDAR_ID
 
     def dump_state(self) -> dict[str, Any]:
+        oauth = self.oauth.dump()
         return {
+            **({"oauth": oauth} if oauth is not None else {}),
             "change_seq": self.change_seq,
             "insert_order": self.insert_order,
             "calendars": [
@@ -793,6 +795,7 @@ class GoogleCalendarSandbox(SandboxServer):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        self.oauth.load(state.get("oauth"))
         self.calendars = {}
         self.change_seq = int(state["change_seq"])
         self.insert_order = int(state["insert_order"])

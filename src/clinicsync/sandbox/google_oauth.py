@@ -22,7 +22,10 @@ What a connecting client meets, after Google's "OAuth 2.0 for web server applica
 Access tokens it issues are accepted by the calendar routes beside the static ``access_tokens``,
 until they expire (``token_ttl_seconds`` fault, else an hour), until ``POST /_sandbox/tokens/expire``,
 or until their grant is revoked (also the front-desk action ``revoke_access``: the person removes
-the app in their Google account). OAuth state is not kept in the state file.
+the app in their Google account). The state file keeps the grants (refresh tokens, revoked or not)
+and the access tokens with what is left of their lifetime, so a sandbox restarted from its file
+still honours the connection a clinic made; pending consent codes (ten minutes, one use) are not
+kept.
 """
 
 from __future__ import annotations
@@ -121,6 +124,58 @@ class GoogleOAuth:
             "code_exchanges": self.code_exchanges,
             "refresh_requests": self.refresh_requests,
         }
+
+    def dump(self) -> dict[str, Any] | None:
+        """What the state file keeps; None before any consent, so older files stay as they were."""
+        if not self.grants:
+            return None
+        now_monotonic, now_wall = time.monotonic(), time.time()
+        return {
+            "grants": [
+                {
+                    "id": grant.id,
+                    "client_id": grant.client_id,
+                    "scope": grant.scope,
+                    "refresh_token": grant.refresh_token,
+                    "revoked": grant.revoked,
+                }
+                for grant in self.grants.values()
+            ],
+            # Wall-clock expiry: the monotonic clock starts again with the next process.
+            "access_tokens": [
+                {
+                    "token": token,
+                    "grant_id": issued.grant_id,
+                    "expires_at": now_wall + issued.expires_at - now_monotonic,
+                }
+                for token, issued in self.access.items()
+                if issued.epoch == self.host.token_epoch and issued.expires_at > now_monotonic
+            ],
+            "code_exchanges": self.code_exchanges,
+            "refresh_requests": self.refresh_requests,
+        }
+
+    def load(self, saved: dict[str, Any] | None) -> None:
+        self.grants, self.by_refresh_token, self.codes, self.access = {}, {}, {}, {}
+        self.code_exchanges = self.refresh_requests = 0
+        if not saved:
+            return
+        for row in saved["grants"]:
+            grant = Grant(
+                row["id"], row["client_id"], row["scope"], row["refresh_token"], bool(row["revoked"])
+            )
+            self.grants[grant.id] = grant
+            if grant.refresh_token is not None and not grant.revoked:
+                self.by_refresh_token[grant.refresh_token] = grant.id
+        now_monotonic, now_wall = time.monotonic(), time.time()
+        for row in saved["access_tokens"]:
+            left = float(row["expires_at"]) - now_wall
+            if left > 0 and row["grant_id"] in self.grants:
+                self.access[row["token"]] = IssuedToken(
+                    row["grant_id"], now_monotonic + left, self.host.token_epoch
+                )
+        self.code_exchanges = int(saved["code_exchanges"])
+        self.refresh_requests = int(saved["refresh_requests"])
 
     def current_refresh_tokens(self) -> list[str]:
         return [g.refresh_token for g in self.grants.values() if not g.revoked and g.refresh_token]
