@@ -42,7 +42,9 @@ def refused(sync: str) -> list[tuple[str, str]]:
 
 # Clinical notes of past visits exist only where the PMS keeps them (the vet PIMS's consultations).
 CLINICAL_NOTES = {SyncOperation.CONSULTATION_LIST, SyncOperation.CONSULTATION_GET}
-BOOKING_OPERATIONS = frozenset(SyncOperation) - CLINICAL_NOTES
+# A diary of slots with a capacity is the vet PIMS's alone.
+SLOT_GRID = {SyncOperation.SCHEDULE_CONFIG}
+BOOKING_OPERATIONS = frozenset(SyncOperation) - CLINICAL_NOTES - SLOT_GRID
 
 
 def test_shipped_pms_definitions_map_every_operation() -> None:
@@ -64,6 +66,7 @@ def test_what_the_contracts_cannot_do_is_left_unsupported() -> None:
         SyncOperation.PATIENT_GET,
         SyncOperation.PRACTITIONER_LIST,
         *CLINICAL_NOTES,
+        *SLOT_GRID,
     }
 
 

@@ -155,7 +155,8 @@ async def perform_resolved(
         records, requests = read.records, requests + read.requests
     if operation is SyncOperation.APPOINTMENT_FIND:
         records = [record for record in records if _appointment_matches(record, prepared)]
-    records = [record for record in records if _is_listed(operation, record, prepared)]
+    if operation is not SyncOperation.SCHEDULE_CONFIG:  # one configuration, not records with ids
+        records = [record for record in records if _is_listed(operation, record, prepared)]
     return OperationResult(records, requests)
 
 

@@ -36,6 +36,8 @@ class SyncOperation(StrEnum):
     # Clinical notes of past visits (SOAP, discharge summary), read by sync runs' enrichment.
     CONSULTATION_LIST = "consultation.list"
     CONSULTATION_GET = "consultation.get"
+    # The diary's grid for PMSs whose schedule is slots with a capacity (sync/slots).
+    SCHEDULE_CONFIG = "schedule.config"
 
     @property
     def kind(self) -> str:
@@ -70,6 +72,7 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
         "discharge_summary",
         "updated_at",
     ),
+    "schedule": ("timezone", "slot_length_minutes", "capacity_per_slot", "business_hours"),
 }
 MAPPABLE_KEYS: dict[str, tuple[str, ...]] = {
     **RECORD_KEYS,
@@ -113,6 +116,7 @@ PAYLOAD_KEYS: dict[SyncOperation, tuple[str, ...]] = {
     SyncOperation.PRACTITIONER_LIST: ("updated_since",),
     SyncOperation.CONSULTATION_LIST: ("starts_from", "starts_to"),
     SyncOperation.CONSULTATION_GET: ("id",),
+    SyncOperation.SCHEDULE_CONFIG: (),
 }
 
 

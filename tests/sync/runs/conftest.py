@@ -44,16 +44,16 @@ class Pulling:
         return str(self.tenant.organization_id)
 
 
-async def pull_from(client: httpx.AsyncClient, tenant: Tenant, integration_id: str) -> None:
+async def pull_from(client: httpx.AsyncClient, tenant: Tenant, integration_id: str, **config: Any) -> None:
     response = await client.post(
         "/api/admin/integration-settings",
         headers=tenant.headers,
-        json={"integration_id": integration_id, **PULLING},
+        json={"integration_id": integration_id, **PULLING, **config},
     )
     assert response.status_code == 201, response.text
 
 
-async def connect_vet(client: httpx.AsyncClient, tenant: Tenant, pims: SandboxServer) -> str:
+async def connect_vet(client: httpx.AsyncClient, tenant: Tenant, pims: SandboxServer, **config: Any) -> str:
     info = pims.credentials()
     created = await client.post(
         "/api/admin/integrations",
@@ -77,7 +77,7 @@ async def connect_vet(client: httpx.AsyncClient, tenant: Tenant, pims: SandboxSe
         },
     )
     assert credential.status_code == 201, credential.text
-    await pull_from(client, tenant, integration_id)
+    await pull_from(client, tenant, integration_id, **config)
     return integration_id
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from clinicsync.sandbox import SandboxServer
 from clinicsync.sandbox.faults import FaultSettings
-from tests.sync.runs.conftest import Pulling, cases, run_to_end
+from tests.factories import TenantFactory
+from tests.sync.runs.conftest import VET_CLINIC, ZONE, Pulling, cases, connect_vet, run_to_end
 
 
 def _past_visits(clinic: Pulling, days: int) -> set[str]:
@@ -92,3 +95,39 @@ async def test_a_second_run_of_one_integration_is_refused_with_the_running_run_s
     assert error["details"]["error_code"] == "SYNC_ALREADY_RUNNING"
     cancelled = await client.post(f"/api/v1/sync/{first.json()['sync_id']}/cancel", headers=vet.headers)
     assert cancelled.status_code == 200, cancelled.text
+
+
+async def test_the_forward_phase_fills_the_pms_slot_grid_with_booked_counts_against_capacity(
+    client: httpx.AsyncClient,
+    tenant_factory: TenantFactory,
+    sandboxes: Callable[..., Awaitable[SandboxServer]],
+) -> None:
+    pims = await sandboxes("vet_pims", spec=VET_CLINIC)
+    tenant = await tenant_factory(time_zone=ZONE)
+    clinic = Pulling(tenant, pims, await connect_vet(client, tenant, pims, schedule_source="pms_slots"))
+
+    run = await run_to_end(client, clinic, sync_type="inbound", forward_days=3)
+
+    assert run["status"] == "completed", run
+    assert run["phases"]["forward"]["extra"]["slots_recounted"] >= 0
+    assert run["counts"]["slots"]["created"] > 0
+    today = pims.clock.local_now().date()  # type: ignore[attr-defined]
+    listed = await client.get(
+        "/api/v1/schedule-slots",
+        headers=tenant.headers,
+        params={"from": str(today + timedelta(days=1)), "to": str(today + timedelta(days=1)), "limit": 500},
+    )
+    assert listed.status_code == 200, listed.text
+    slots = listed.json()["slots"]
+    assert slots and all(slot["capacity"] == 2 for slot in slots)
+    # Each slot's count is the PIMS's visits holding a place in it.
+    holding = [
+        row
+        for row in pims.store.appointments.values()  # type: ignore[attr-defined]
+        if not row.deleted and row.status in ("booked", "confirmed", "arrived", "completed")
+    ]
+    for slot in slots:
+        starts, ends = datetime.fromisoformat(slot["starts_at"]), datetime.fromisoformat(slot["ends_at"])
+        expected = sum(1 for row in holding if row.start < ends and starts < row.end)
+        assert slot["booked_count"] == expected, slot
+    assert any(slot["booked_count"] > 0 for slot in slots)

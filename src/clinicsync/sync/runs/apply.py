@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,7 @@ from clinicsync.sync.inbound_models import ChangeSource
 from clinicsync.sync.models import RecordType
 from clinicsync.sync.refs import json_safe
 from clinicsync.sync.runs.models import PmsAppointment, SyncCase
+from clinicsync.sync.slots import service as slots
 
 COUNT_KEYS = ("found", "created", "updated", "unchanged", "deleted", "failed")
 
@@ -50,6 +52,7 @@ class PageOutcome:
     found: dict[str, int] = field(default_factory=dict)
     extra: dict[str, int] = field(default_factory=dict)  # e.g. inbound conflicts
     touched_cases: list[SyncCase] = field(default_factory=list)
+    tallies: dict[str, dict[str, int]] = field(default_factory=dict)  # counted without per-record actions
 
     def counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -60,6 +63,10 @@ class PageOutcome:
             key = verbs.get(action.action, "failed" if action.action == "failed" else None)
             if key is not None:
                 counts.setdefault(action.entity, dict.fromkeys(COUNT_KEYS, 0))[key] += 1
+        for entity, values in self.tallies.items():
+            into = counts.setdefault(entity, dict.fromkeys(COUNT_KEYS, 0))
+            for key, number in values.items():
+                into[key] = into.get(key, 0) + number
         return counts
 
 
@@ -207,6 +214,50 @@ async def _inbound(
     counts["linked_unchanged"] = result.unchanged + result.stale
     counts["conflicts_settled"] = result.settled
     counts["conflicts_queued"] = result.queued
+
+
+async def upsert_slots(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    grid: dict[str, Any],
+    window: tuple[datetime, datetime],
+    visits: Sequence[dict[str, Any]],
+    outcome: PageOutcome,
+    *,
+    zone: str,
+    seen_at: datetime,
+) -> None:
+    """The page's day of the PMS's slot grid, each slot counted with the day's visits; slots that
+    start before the window (earlier today) are left alone."""
+    day = window[0].astimezone(ZoneInfo(zone)).date()
+    records = slots.slots_from_schedule(grid, day, day, visits=visits, timezone=grid.get("timezone") or zone)
+    records = [record for record in records if window[0] <= record["starts_at"] < window[1]]
+    result = await slots.upsert_page(session, organization_id, integration_id, records, seen_at=seen_at)
+    outcome.found["slots"] = outcome.found.get("slots", 0) + len(records)
+    outcome.tallies["slots"] = {
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": len(records) - result.created - result.updated,
+    }
+
+
+async def settle_slots(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    window: tuple[datetime, datetime],
+    *,
+    seen_at: datetime,
+) -> PageOutcome:
+    """After the whole forward window was read: slots it no longer has are gone, and every slot's
+    booked_count is recounted against its capacity (our own bookings since included)."""
+    outcome = PageOutcome()
+    gone = await slots.retire_unseen(session, integration_id, window[0], window[1], seen_before=seen_at)
+    recounted = await slots.recompute_booked(session, organization_id, integration_id, window[0], window[1])
+    outcome.tallies["slots"] = {"deleted": gone}
+    outcome.extra["slots_recounted"] = recounted
+    return outcome
 
 
 async def attach_consultations(

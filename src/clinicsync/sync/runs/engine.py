@@ -34,7 +34,9 @@ from clinicsync.integrations.ratebudget import Priority
 from clinicsync.integrations.runtime import ResolvedIntegration
 from clinicsync.integrations.sync_spec import SyncOperation
 from clinicsync.logging import get_logger
+from clinicsync.sync import inbound
 from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.models import ScheduleSource
 from clinicsync.sync.runs import apply
 from clinicsync.sync.runs.apply import PageOutcome
 from clinicsync.sync.runs.models import ACTIVE_RUN_STATUSES, RunStatus, SyncCase, SyncRun
@@ -134,22 +136,27 @@ class RunContext:
         self.requests += result.requests
         return result.records
 
-    async def read_window(self, window: tuple[datetime, datetime]) -> list[dict[str, Any]]:
-        """The PMS's appointments starting inside the window (cancelled ones included); what a
-        provider sends from outside it (an inclusive end date) is left out."""
+    async def read_days(
+        self, window: tuple[datetime, datetime]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The PMS's appointments (cancelled ones included) of the whole local days the window
+        touches: providers list days (an end date, exclusive or inclusive, never a time). Answers
+        those starting inside the window, and all of the days' (slot counts need the whole day)."""
         start, end = window
-        # Providers list whole days (an end date is exclusive or inclusive, never a time): ask
-        # for the days the window touches, keep what starts inside it.
         ask_from, ask_to = self.windows.whole_days(start, end)
         records = await self.read(
             SyncOperation.APPOINTMENT_LIST_CHANGED, {"starts_from": ask_from, "starts_to": ask_to}
         )
-        unique = {
+        whole = {
             str(record["id"]): record
             for record in records
-            if record.get("starts_at") is not None and start <= record["starts_at"] < end
+            if record.get("starts_at") is not None and ask_from <= record["starts_at"] < ask_to
         }
-        return list(unique.values())
+        inside = [record for record in whole.values() if start <= record["starts_at"] < end]
+        return inside, list(whole.values())
+
+    async def read_window(self, window: tuple[datetime, datetime]) -> list[dict[str, Any]]:
+        return (await self.read_days(window))[0]
 
     def resume_page(self, phase: str) -> int:
         if self.checkpoint and self.checkpoint.get("phase") == phase:
@@ -250,19 +257,33 @@ async def _update_run(rc: RunContext, **changes: Any) -> None:
 # ---- the phases --------------------------------------------------------------------------------
 
 
+# (session, records starting inside the page's window, all records of its days, the window)
+PageWrite = Callable[
+    [AsyncSession, list[dict[str, Any]], list[dict[str, Any]], tuple[datetime, datetime]],
+    Awaitable[PageOutcome],
+]
+
+
 async def _paged_pull(
     rc: RunContext,
     phase: str,
     pages: list[tuple[datetime, datetime]],
-    write: Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[PageOutcome]],
+    write: PageWrite,
+    *,
+    extra_pages: int = 0,
 ) -> None:
-    await _update_run(rc, phase=(phase, {"pages_total": len(pages)}))
+    await _update_run(rc, phase=(phase, {"pages_total": len(pages) + extra_pages}))
     for index in range(rc.resume_page(phase), len(pages)):
         window = pages[index]
-        records = await rc.read_window(window)
+        inside, whole = await rc.read_days(window)
 
-        async def work(session: AsyncSession, records: list[dict[str, Any]] = records) -> PageOutcome:
-            return await write(session, records)
+        async def work(
+            session: AsyncSession,
+            inside: list[dict[str, Any]] = inside,
+            whole: list[dict[str, Any]] = whole,
+            window: tuple[datetime, datetime] = window,
+        ) -> PageOutcome:
+            return await write(session, inside, whole, window)
 
         day = window[0].astimezone(rc.windows.zone).date().isoformat()
         await commit_page(
@@ -270,25 +291,70 @@ async def _paged_pull(
             phase,
             index,
             work,
-            operation=f"{phase}: {day} ({len(records)} appointments)",
-            last=index == len(pages) - 1,
+            operation=f"{phase}: {day} ({len(inside)} appointments)",
+            last=index == len(pages) - 1 and not extra_pages,
         )
 
 
 async def backward(rc: RunContext) -> None:
-    async def write(session: AsyncSession, records: list[dict[str, Any]]) -> PageOutcome:
+    async def write(
+        session: AsyncSession, records: list[dict[str, Any]], _whole: Any, _window: Any
+    ) -> PageOutcome:
         return await apply.upsert_cases(session, rc.organization_id, rc.integration_id, records)
 
     await _paged_pull(rc, "backward", rc.windows.backward(), write)
 
 
+async def _slot_grid(rc: RunContext) -> dict[str, Any] | None:
+    """The PMS's diary grid when this clinic's schedule is the PMS's slots (one request)."""
+    if not rc.supports(SyncOperation.SCHEDULE_CONFIG):
+        return None
+    async with session_scope(rc.ctx.sessionmaker, write=False) as session:
+        config = await inbound.config_of(session, rc.integration_id)
+    if config is None or config.schedule_source != ScheduleSource.PMS_SLOTS:
+        return None
+    found = await rc.read(SyncOperation.SCHEDULE_CONFIG, {})
+    return found[0] if found else None
+
+
 async def forward(rc: RunContext) -> None:
-    async def write(session: AsyncSession, records: list[dict[str, Any]]) -> PageOutcome:
-        return await apply.upsert_pms_appointments(
+    pages = rc.windows.forward()
+    grid = await _slot_grid(rc)
+
+    async def write(
+        session: AsyncSession,
+        records: list[dict[str, Any]],
+        whole: list[dict[str, Any]],
+        window: tuple[datetime, datetime],
+    ) -> PageOutcome:
+        outcome = await apply.upsert_pms_appointments(
             session, rc.organization_id, rc.integration_id, records, run_id=rc.run_id
         )
+        if grid is not None:
+            await apply.upsert_slots(
+                session,
+                rc.organization_id,
+                rc.integration_id,
+                grid,
+                window,
+                whole,
+                outcome,
+                zone=str(rc.windows.zone),
+                seen_at=rc.windows.as_of,
+            )
+        return outcome
 
-    await _paged_pull(rc, "forward", rc.windows.forward(), write)
+    await _paged_pull(rc, "forward", pages, write, extra_pages=1 if grid is not None else 0)
+    window = span(pages)
+    if grid is None or window is None or rc.resume_page("forward") > len(pages):
+        return
+
+    async def recount(session: AsyncSession) -> PageOutcome:
+        return await apply.settle_slots(
+            session, rc.organization_id, rc.integration_id, window, seen_at=rc.windows.as_of
+        )
+
+    await commit_page(rc, "forward", len(pages), recount, operation="forward: slot counts", last=True)
 
 
 async def _enrichment_targets(
