@@ -131,3 +131,26 @@ async def test_the_forward_phase_fills_the_pms_slot_grid_with_booked_counts_agai
         expected = sum(1 for row in holding if row.start < ends and starts < row.end)
         assert slot["booked_count"] == expected, slot
     assert any(slot["booked_count"] > 0 for slot in slots)
+
+
+async def test_a_full_sync_against_opendental_runs_every_phase_it_can_and_says_why_it_skips_enrichment(
+    client: httpx.AsyncClient, opendental_pull: Pulling
+) -> None:
+    od = opendental_pull
+    run = await run_to_end(client, od, backward_days=7, forward_days=7)
+
+    assert run["status"] == "completed", run
+    phases = run["phases"]
+    assert [phases[name]["status"] for name in run["steps"]] == [
+        "completed",
+        "skipped",
+        "completed",
+        "completed",
+    ]
+    assert "consultation" in phases["enrichment"]["reason"]
+    pulled = await cases(client, od)
+    assert pulled and run["counts"]["cases"]["created"] == len(pulled)
+    assert run["counts"]["appointments"]["found"] == run["counts"]["appointments"]["created"] > 0
+    again = await run_to_end(client, od, backward_days=7, forward_days=7)
+    assert again["counts"]["cases"]["unchanged"] == len(pulled)
+    assert again["counts"]["cases"]["created"] == again["counts"]["appointments"]["created"] == 0
