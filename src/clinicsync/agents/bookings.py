@@ -16,6 +16,7 @@ from clinicsync.agents.context import (
     ToolProblem,
     clinic_of,
     resolve_practitioner,
+    resolve_type,
 )
 from clinicsync.agents.patients import birth_date, phone_of
 from clinicsync.agents.scheduling import local_start, unavailable, who_is_free
@@ -34,6 +35,8 @@ from clinicsync.booking.schemas import AppointmentCreate, AppointmentUpdate, Pat
 from clinicsync.db.base import utcnow
 from clinicsync.errors import Conflict, NotFound, ValidationFailed
 from clinicsync.sync import external_only
+from clinicsync.sync.external_only import PmsFailed
+from clinicsync.sync.slots import service as pms_slots
 
 
 def _status(appointment: Appointment) -> str:
@@ -56,17 +59,24 @@ async def book(session: AsyncSession, ctx: AgentContext, args: BookArgs) -> Tool
     if wanted.date() < clinic.today or wanted < utcnow():
         raise ToolProblem("That time has already passed.")
     who = await resolve_practitioner(session, ctx, clinic, args.practitioner)
-    minutes = args.duration_minutes or clinic.default_minutes
+    kind = await resolve_type(session, ctx, clinic, args.appointment_type)
+    minutes = kind.duration_minutes if kind else (args.duration_minutes or clinic.default_minutes)
     if who is None:
-        who = await who_is_free(session, ctx, clinic, wanted, minutes)
+        who = await who_is_free(session, ctx, clinic, wanted, minutes, kind)
         if who is None:
-            raise await unavailable(session, ctx, clinic, None, wanted, minutes)
+            raise await unavailable(session, ctx, clinic, None, wanted, minutes, kind)
+    elif clinic.slot_integration is not None and not await who_is_free(
+        session, ctx, clinic, wanted, minutes, kind, only=who
+    ):
+        # The PMS's slot is full (or not in its schedule): the PMS would refuse it; say so first.
+        raise await unavailable(session, ctx, clinic, who, wanted, minutes, kind)
     start = wanted.astimezone(ZoneInfo("UTC"))
     request = AppointmentCreate(
         patient_id=patient.id,
         practitioner_id=who.id,
         start=start,
         end=start + timedelta(minutes=minutes),
+        appointment_type_id=kind.id if kind else None,
         booking_source=ctx.booking_source,
         notes=_note(ctx, args.reason),
     )
@@ -76,7 +86,20 @@ async def book(session: AsyncSession, ctx: AgentContext, args: BookArgs) -> Tool
     except (Conflict, ValidationFailed) as error:
         if isinstance(error, ValidationFailed) and error.field not in ("start", "end"):
             raise
-        raise await unavailable(session, ctx, clinic, who, wanted, minutes) from None
+        raise await unavailable(session, ctx, clinic, who, wanted, minutes, kind) from None
+    except PmsFailed as error:
+        if clinic.slot_integration is None or error.code != "pms_refused":
+            raise
+        # Our count had a place but the PMS has filled the slot since it was last read.
+        raise await unavailable(session, ctx, clinic, who, wanted, minutes, kind, excluding=start) from None
+    if clinic.slot_integration is not None:
+        await pms_slots.recompute_booked(
+            session,
+            ctx.principal.organization_id,
+            clinic.slot_integration,
+            start - timedelta(days=1),
+            start + timedelta(minutes=minutes),
+        )
     await policy.record_booking(session, ctx, created.id, created.booking_reference, "booked")
     when = spoken.spoken_when(created.start.astimezone(clinic.zone), clinic.today)
     return ToolAnswer(
@@ -90,6 +113,7 @@ async def book(session: AsyncSession, ctx: AgentContext, args: BookArgs) -> Tool
             "appointment_id": str(created.id),
             "start": created.start.astimezone(clinic.zone).strftime("%Y-%m-%d %H:%M"),
             "practitioner": practitioner_name,
+            "appointment_type": kind.name if kind else None,
             "status": created.status.value,
         },
     )

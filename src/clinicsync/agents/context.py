@@ -17,11 +17,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.agents import policy, spoken
+from clinicsync.booking import appointment_types
 from clinicsync.booking import service as booking
-from clinicsync.booking.models import BookingSource, Practitioner
+from clinicsync.booking.models import AppointmentType, BookingSource, Practitioner
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, Conflict, NotFound, ValidationFailed
 from clinicsync.sync.manager import SyncManager
+from clinicsync.sync.slots import service as slots
 from clinicsync.tenancy.principal import Principal
 
 LOOK_AHEAD_DAYS = 14
@@ -53,6 +55,8 @@ class Clinic:
     today: date
     default_minutes: int
     rules: policy.AgentPolicy
+    # Set when the clinic's schedule is its PMS's slots: the integration whose slots are offered.
+    slot_integration: uuid.UUID | None = None
 
 
 async def clinic_of(session: AsyncSession, ctx: AgentContext) -> Clinic:
@@ -60,7 +64,15 @@ async def clinic_of(session: AsyncSession, ctx: AgentContext) -> Clinic:
     rules = await policy.load(session, ctx.principal.organization_id)
     region = rules.phone_region or spoken.region_of_zone(organization.time_zone, policy.default_region())
     today = utcnow().astimezone(zone).date()
-    return Clinic(zone, region, today, organization.default_appointment_minutes, rules)
+    slot_config = await slots.slot_config(session, ctx.principal.organization_id)
+    return Clinic(
+        zone,
+        region,
+        today,
+        organization.default_appointment_minutes,
+        rules,
+        slot_config.integration_id if slot_config else None,
+    )
 
 
 def name_words(text: str) -> list[str]:
@@ -91,6 +103,48 @@ async def resolve_practitioner(
         raise ToolProblem(f"There is no practitioner called {wanted.strip()} taking bookings here.")
     names = " or ".join(p.name for p in matches[:3])
     raise ToolProblem(f"Did you mean {names}?")
+
+
+def _say_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+async def resolve_type(
+    session: AsyncSession, ctx: AgentContext, clinic: Clinic, wanted: str | None
+) -> AppointmentType | None:
+    """The appointment type the words name, among those agents may book here, or a question back.
+
+    Without words: None (the clinic's default length), unless the clinic lets agents book only
+    some types; then the one type, or a question naming them.
+    """
+    online = await appointment_types.list_types(session, ctx.principal, limit=200)
+    allowed = [kind for kind in online if clinic.rules.books_type(kind.id)]
+    if wanted is None or not wanted.strip():
+        if clinic.rules.appointment_types is None:
+            return None
+        if len(allowed) == 1:
+            return allowed[0]
+        if not allowed:
+            raise ToolProblem("Bookings here are made by the front desk; please call them.")
+        raise ToolProblem(f"What kind of visit is it: {_say_list([kind.name for kind in allowed])}?")
+    try:
+        wanted_id = uuid.UUID(wanted.strip())
+        matches = [kind for kind in online if kind.id == wanted_id]
+    except ValueError:
+        words = set(name_words(wanted))
+        matches = [kind for kind in online if words and words <= set(name_words(kind.name))]
+        exact = [kind for kind in matches if kind.name.strip().lower() == wanted.strip().lower()]
+        matches = exact or matches
+    if not matches:
+        offered = _say_list([kind.name for kind in allowed]) if allowed else None
+        tail = f"; I can book {offered}" if offered else ""
+        raise ToolProblem(f"I can't book {wanted.strip()} here{tail}.")
+    booked_by_agents = [kind for kind in matches if clinic.rules.books_type(kind.id)]
+    if not booked_by_agents:
+        raise ToolProblem(f"The front desk books {matches[0].name} visits here; please call them.")
+    if len(booked_by_agents) > 1:
+        raise ToolProblem(f"Did you mean {_say_list([kind.name for kind in booked_by_agents[:3]])}?")
+    return booked_by_agents[0]
 
 
 def say_error(error: ClinicSyncError) -> str:

@@ -1,7 +1,8 @@
 """A clinic's agent-booking policy and the trail of what agents booked.
 
 Clinics may switch agent booking off, or let agents offer only some practitioners (the others
-keep their diaries for the front desk). Each agent booking, move and cancel is recorded with
+keep their diaries for the front desk) and book only some appointment types (the rest need a
+person on the phone). Each agent booking, move and cancel is recorded with
 the surface and the call or conversation that made it, so staff can see who booked what.
 """
 
@@ -31,6 +32,10 @@ class AgentPolicy:
 
     def offers(self, practitioner_id: uuid.UUID) -> bool:
         return self.practitioner_ids is None or practitioner_id in self.practitioner_ids
+
+    def books_type(self, type_id: uuid.UUID) -> bool:
+        """Settings store type ids; a list that names none leaves agents no type to book."""
+        return self.appointment_types is None or str(type_id) in self.appointment_types
 
 
 def default_region() -> str:

@@ -20,6 +20,7 @@ from clinicsync.agents.context import (
     name_words,
     practitioners,
     resolve_practitioner,
+    resolve_type,
 )
 from clinicsync.agents.schemas import (
     FindSlotsArgs,
@@ -28,8 +29,9 @@ from clinicsync.agents.schemas import (
 )
 from clinicsync.booking import search
 from clinicsync.booking import service as booking
-from clinicsync.booking.models import Practitioner
+from clinicsync.booking.models import AppointmentType, Practitioner
 from clinicsync.booking.slots import Slot as SlotRead
+from clinicsync.sync.slots import service as pms_slots
 
 # Tools read whole searches in process (the API pages them); the page bound is only a guard.
 IN_PROCESS_SLOT_LIMIT = 50_000
@@ -52,15 +54,11 @@ async def list_practitioners(
         people = [p for p in people if words & set(name_words(f"{p.title} {p.specialty}"))]
     if not people:
         return ToolAnswer(ok=True, text="No practitioner here matches that.", data={"practitioners": []})
-    result = await search.search_slots(
-        session,
-        ctx.principal,
-        first_day=clinic.today,
-        last_day=clinic.today + timedelta(days=LOOK_AHEAD_DAYS - 1),
-        limit=IN_PROCESS_SLOT_LIMIT,
+    upcoming = await free(
+        session, ctx, clinic, None, clinic.today, clinic.today + timedelta(days=LOOK_AHEAD_DAYS - 1), None
     )
     first_free: dict[uuid.UUID, SlotRead] = {}
-    for slot in result.slots:
+    for slot in upcoming:
         first_free.setdefault(slot.practitioner_id, slot)
     items: list[dict[str, Any]] = []
     phrases: list[str] = []
@@ -132,17 +130,58 @@ async def free(
     first: date,
     last: date,
     minutes: int | None,
+    kind: AppointmentType | None = None,
 ) -> list[SlotRead]:
+    """Free times the agent may offer: the clinic's own search, or its PMS's slots with a place left."""
+    if clinic.slot_integration is not None:
+        return await free_pms_slots(session, ctx, clinic, who, first, last, minutes, kind)
     result = await search.search_slots(
         session,
         ctx.principal,
         first_day=first,
         last_day=last,
         practitioner_id=who.id if who else None,
-        duration_minutes=minutes,
+        appointment_type_id=kind.id if kind else None,
+        duration_minutes=None if kind else minutes,
         limit=IN_PROCESS_SLOT_LIMIT,
     )
     return [slot for slot in result.slots if clinic.rules.offers(slot.practitioner_id)]
+
+
+async def free_pms_slots(
+    session: AsyncSession,
+    ctx: AgentContext,
+    clinic: Clinic,
+    who: Practitioner | None,
+    first: date,
+    last: date,
+    minutes: int | None,
+    kind: AppointmentType | None = None,
+) -> list[SlotRead]:
+    """The PMS's slots with a place left, as offers; a clinic-wide slot is offered with each
+    practitioner the agent may book (the PMS counts places, not whose diary they are in)."""
+    assert clinic.slot_integration is not None
+    length = kind.duration_minutes if kind else minutes
+    found = await pms_slots.find_free(
+        session,
+        ctx.principal.organization_id,
+        clinic.slot_integration,
+        datetime.combine(first, time(), tzinfo=clinic.zone),
+        datetime.combine(last + timedelta(days=1), time(), tzinfo=clinic.zone),
+        practitioner_id=who.id if who else None,
+        minutes=length,
+        limit=IN_PROCESS_SLOT_LIMIT,
+    )
+    people = [who] if who else await practitioners(session, ctx, clinic)
+    if kind is not None and not kind.all_practitioners:
+        people = [person for person in people if person.id in kind.practitioner_ids]
+    offered: list[SlotRead] = []
+    for place in found:
+        owners = [p.id for p in people if place.practitioner_id in (None, p.id)]
+        offered.extend(
+            SlotRead(owner, place.start, place.end, place.start.astimezone(clinic.zone)) for owner in owners
+        )
+    return offered
 
 
 async def find_slots(session: AsyncSession, ctx: AgentContext, args: FindSlotsArgs) -> ToolAnswer:
@@ -160,11 +199,12 @@ async def find_slots(session: AsyncSession, ctx: AgentContext, args: FindSlotsAr
         raise ToolProblem("That date has already passed.")
     if (last - first).days > 31:
         raise ToolProblem("Please pick a range of a month or less.")
+    kind = await resolve_type(session, ctx, clinic, args.appointment_type)
     names = {p.id: p.name for p in await practitioners(session, ctx, clinic)}
     minutes = args.duration_minutes
     slots = [
         s
-        for s in await free(session, ctx, clinic, who, first, last, minutes)
+        for s in await free(session, ctx, clinic, who, first, last, minutes, kind)
         if in_part(s, args.part_of_day, clinic.zone)
     ]
     lead = "I can offer"
@@ -172,7 +212,7 @@ async def find_slots(session: AsyncSession, ctx: AgentContext, args: FindSlotsAr
         later_first, later_last = last + timedelta(days=1), last + timedelta(days=LOOK_AHEAD_DAYS)
         slots = [
             s
-            for s in await free(session, ctx, clinic, who, later_first, later_last, minutes)
+            for s in await free(session, ctx, clinic, who, later_first, later_last, minutes, kind)
             if in_part(s, args.part_of_day, clinic.zone)
         ]
         lead = "Nothing is free then; the next free times are"
@@ -211,16 +251,19 @@ async def nearest(
     who: Practitioner | None,
     wanted: datetime,
     minutes: int | None,
+    kind: AppointmentType | None = None,
+    excluding: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Free times closest to the one asked for, that day and the next few."""
+    """Free times closest to the one asked for, that day and the next few (never ``excluding``,
+    a time the PMS has just refused although our count had a place)."""
     first = max(wanted.date() - timedelta(days=1), clinic.today)
-    slots = await free(session, ctx, clinic, who, first, first + timedelta(days=4), minutes)
+    slots = await free(session, ctx, clinic, who, first, first + timedelta(days=4), minutes, kind)
     slots.sort(key=lambda slot: abs((slot.start - wanted).total_seconds()))
     names = {p.id: p.name for p in await practitioners(session, ctx, clinic)}
     offers: list[dict[str, Any]] = []
     seen: set[datetime] = set()
     for slot in slots:
-        if slot.start not in seen:
+        if slot.start not in seen and slot.start != excluding:
             seen.add(slot.start)
             offers.append(offer(slot, names, clinic))
         if len(offers) == 3:
@@ -235,8 +278,10 @@ async def unavailable(
     who: Practitioner | None,
     wanted: datetime,
     minutes: int | None,
+    kind: AppointmentType | None = None,
+    excluding: datetime | None = None,
 ) -> ToolProblem:
-    offers = await nearest(session, ctx, clinic, who, wanted, minutes)
+    offers = await nearest(session, ctx, clinic, who, wanted, minutes, kind, excluding)
     if not offers:
         return ToolProblem("That time is not available and nothing is free close to it.", alternatives=[])
     return ToolProblem(
@@ -245,10 +290,18 @@ async def unavailable(
 
 
 async def who_is_free(
-    session: AsyncSession, ctx: AgentContext, clinic: Clinic, wanted: datetime, minutes: int | None
+    session: AsyncSession,
+    ctx: AgentContext,
+    clinic: Clinic,
+    wanted: datetime,
+    minutes: int | None,
+    kind: AppointmentType | None = None,
+    *,
+    only: Practitioner | None = None,
 ) -> Practitioner | None:
-    slots = await free(session, ctx, clinic, None, wanted.date(), wanted.date(), minutes)
+    """Who (``only``, when named) is free at ``wanted`` for the whole visit; None when nobody is."""
+    slots = await free(session, ctx, clinic, only, wanted.date(), wanted.date(), minutes, kind)
     for slot in slots:
-        if slot.start == wanted:
-            return await booking.get_practitioner(session, ctx.principal, slot.practitioner_id)
+        if slot.start == wanted and (only is None or slot.practitioner_id == only.id):
+            return only or await booking.get_practitioner(session, ctx.principal, slot.practitioner_id)
     return None

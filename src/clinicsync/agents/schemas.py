@@ -38,6 +38,9 @@ class FindSlotsArgs(ToolArgs):
     date_to: str | None = Field(default=None, description="Last local date of a range (optional)")
     part_of_day: Literal["any", "morning", "afternoon", "evening"] = "any"
     duration_minutes: int | None = Field(default=None, ge=5, le=480, description="Length of the appointment")
+    appointment_type: str | None = Field(
+        default=None, description="The kind of visit, e.g. 'Vaccination' or 'Check-up' (sets its length)"
+    )
 
 
 class FindPatientArgs(ToolArgs):
@@ -59,6 +62,9 @@ class BookArgs(ToolArgs):
     start: str = Field(description="Local start as offered by find_slots, e.g. 2026-03-03 14:30")
     practitioner: str = Field(default="any", description="A practitioner's name, or 'any'")
     duration_minutes: int | None = Field(default=None, ge=5, le=480)
+    appointment_type: str | None = Field(
+        default=None, description="The kind of visit, e.g. 'Vaccination' or 'Check-up' (sets its length)"
+    )
     reason: str = Field(default="", max_length=500, description="Why the patient is coming, in a few words")
 
 
@@ -117,7 +123,10 @@ class AgentSettingsUpdate(BaseModel):
     practitioner_ids: list[uuid.UUID] | None = Field(
         default=None, description="Only these practitioners are offered to agents; null for all"
     )
-    appointment_types: list[str] | None = None
+    appointment_types: list[str] | None = Field(
+        default=None,
+        description="Only these appointment types (ids or names) may be booked by agents; null for all",
+    )
     phone_region: str | None = Field(default=None, min_length=2, max_length=2, pattern="^[A-Za-z]{2}$")
 
 

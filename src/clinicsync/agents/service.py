@@ -25,7 +25,7 @@ from clinicsync.agents.schemas import (
     ChannelIssued,
     ChannelRead,
 )
-from clinicsync.booking import appointments
+from clinicsync.booking import appointment_types, appointments
 from clinicsync.booking import service as booking
 from clinicsync.booking.models import BookingSource
 from clinicsync.errors import NotFound, Unauthorized, ValidationFailed
@@ -79,11 +79,28 @@ async def update_settings(
                     ) from None
         row.practitioner_ids = [str(value) for value in ids] if ids is not None else None
     if "appointment_types" in changes:
-        row.appointment_types = changes["appointment_types"]
+        row.appointment_types = await _type_ids(session, principal, changes["appointment_types"])
     if "phone_region" in changes:
         row.phone_region = changes["phone_region"].upper() if changes["phone_region"] else None
     await session.flush()
     return await get_settings(session, principal)
+
+
+async def _type_ids(session: AsyncSession, principal: Principal, given: list[str] | None) -> list[str] | None:
+    """Each entry an appointment type's id or name in this clinic; stored as ids, so a rename keeps it."""
+    if given is None:
+        return None
+    types = await appointment_types.list_types(session, principal, limit=1000)
+    by_name = {kind.name.strip().lower(): kind for kind in types}
+    by_id = {str(kind.id): kind for kind in types}
+    ids: list[str] = []
+    for entry in given:
+        kind = by_id.get(entry.strip().lower()) or by_name.get(entry.strip().lower())
+        if kind is None:
+            raise ValidationFailed("appointment_types", f"no appointment type {entry!r} in this clinic")
+        if str(kind.id) not in ids:
+            ids.append(str(kind.id))
+    return ids
 
 
 # --- channels --------------------------------------------------------------------------------------
