@@ -70,6 +70,8 @@ class UnsupportedOperation(ClinicSyncError):
 class OperationResult:
     records: list[dict[str, Any]]
     requests: int  # HTTP requests it took (pages of each call, read-backs included)
+    # The provider's own clock at its answer, when its records carry it (`server_time` mapped).
+    server_time: datetime | None = None
 
 
 def supported_operations(definition: ProviderDefinition) -> frozenset[SyncOperation]:
@@ -133,7 +135,7 @@ async def perform_resolved(
     if operation.value.endswith((".update", ".cancel", ".get")) and prepared.get("id") is None:
         raise ValidationFailed("payload.id", f"is required by {operation.value}")
     try:
-        records, requests = await _call(caller, resolved, operation, spec, prepared, priority)
+        records, requests, server_time = await _call(caller, resolved, operation, spec, prepared, priority)
     except IntegrationError as exc:
         if (
             operation
@@ -157,7 +159,7 @@ async def perform_resolved(
         records = [record for record in records if _appointment_matches(record, prepared)]
     if operation is not SyncOperation.SCHEDULE_CONFIG:  # one configuration, not records with ids
         records = [record for record in records if _is_listed(operation, record, prepared)]
-    return OperationResult(records, requests)
+    return OperationResult(records, requests, server_time)
 
 
 async def _already_cancelled(
@@ -297,17 +299,36 @@ async def _call(
     spec: SyncOperationSpec,
     payload: Mapping[str, Any],
     priority: Priority = Priority.LIVE,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, Any]], int, datetime | None]:
     params = _function_params(resolved, operation, spec, payload)
     result = await caller.execute(resolved, spec.function, params, priority=priority)
     records = [to_canonical(operation, spec, raw, resolved.settings) for raw in result.records]
+    server_time = _server_time(operation, spec, result.records, resolved.settings)
     if spec.read_back:
         # The function's answer is not the record; only an id may be read from it.
         records = [record for record in records if record.get("id")]
-    return records, max(result.pages, 1)
+    return records, max(result.pages, 1), server_time
 
 
 # ---- records ----------------------------------------------------------------------
+
+
+def _server_time(
+    operation: SyncOperation, spec: SyncOperationSpec, raws: list[Any], settings: Mapping[str, Any]
+) -> datetime | None:
+    """The latest provider clock stamped on the answer's records (none: the provider has none)."""
+    if "server_time" not in MAPPABLE_KEYS.get(operation.kind, ()):
+        return None
+    field = spec.fields.get("server_time")
+    stamps = []
+    for raw in raws:
+        source: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        value = (
+            _field(source, field, settings, "server_time") if field is not None else source.get("server_time")
+        )
+        if value not in (None, ""):
+            stamps.append(_read_instant("server_time", value, settings))
+    return max(stamps) if stamps else None
 
 
 def _zone(settings: Mapping[str, Any]) -> ZoneInfo:
@@ -506,7 +527,7 @@ async def _find_patients(
     requests = 0
     for keys in _patient_passes(payload):
         subset = {key: payload[key] for key in keys}
-        records, used = await _call(caller, resolved, SyncOperation.PATIENT_FIND, spec, subset)
+        records, used, _ = await _call(caller, resolved, SyncOperation.PATIENT_FIND, spec, subset)
         requests += used
         matches = [
             record for record in records if record.get("id") and _patient_matches(record, subset, keys)

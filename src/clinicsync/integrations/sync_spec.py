@@ -74,9 +74,12 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "schedule": ("timezone", "slot_length_minutes", "capacity_per_slot", "business_hours"),
 }
+# `server_time`: the provider's own clock when it answered (OpenDental's serverDateTime); not part
+# of a record, it is what an incremental pull's cursor moves to (OperationResult.server_time).
 MAPPABLE_KEYS: dict[str, tuple[str, ...]] = {
     **RECORD_KEYS,
-    "appointment": (*RECORD_KEYS["appointment"], "duration_minutes"),
+    "appointment": (*RECORD_KEYS["appointment"], "duration_minutes", "server_time"),
+    "patient": (*RECORD_KEYS["patient"], "server_time"),
 }
 
 _APPOINTMENT_WRITE = (

@@ -54,6 +54,14 @@ class PageOutcome:
     touched_cases: list[SyncCase] = field(default_factory=list)
     tallies: dict[str, dict[str, int]] = field(default_factory=dict)  # counted without per-record actions
 
+    def merge(self, other: PageOutcome) -> None:
+        self.actions += other.actions
+        for entity, number in other.found.items():
+            self.found[entity] = self.found.get(entity, 0) + number
+        for key, number in other.extra.items():
+            self.extra[key] = self.extra.get(key, 0) + number
+        self.touched_cases += other.touched_cases
+
     def counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         for entity, number in self.found.items():

@@ -37,7 +37,7 @@ from clinicsync.logging import get_logger
 from clinicsync.sync import inbound
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.models import ScheduleSource
-from clinicsync.sync.runs import apply
+from clinicsync.sync.runs import apply, cursors
 from clinicsync.sync.runs.apply import PageOutcome
 from clinicsync.sync.runs.models import ACTIVE_RUN_STATUSES, RunStatus, SyncCase, SyncRun
 from clinicsync.sync.runs.service import sync_error
@@ -125,6 +125,7 @@ class RunContext:
     requests: int = 0
     overlay: dict[str, dict[str, Any]] = field(default_factory=dict)  # a preview's cases so far
     preview: list[dict[str, Any]] = field(default_factory=list)
+    first_server_time: datetime | None = None  # the PMS's clock at its first answer with one
 
     def supports(self, operation: SyncOperation) -> bool:
         return operation in self.resolved.definition.sync
@@ -134,6 +135,8 @@ class RunContext:
             self.ctx.executor.caller, self.resolved, operation, payload, priority=Priority.BACKGROUND
         )
         self.requests += result.requests
+        if self.first_server_time is None and result.server_time is not None:
+            self.first_server_time = result.server_time
         return result.records
 
     async def read_days(
@@ -472,6 +475,69 @@ class NeedsReview(Exception):
     pass
 
 
+class CursorInvalidated(Exception):
+    pass
+
+
+async def pull(rc: RunContext) -> None:
+    """An incremental pull: only what changed since the cursor, over the run's whole window
+    (backward start to forward end), through the same page writes as the full sync."""
+    started = utcnow()
+    async with session_scope(rc.ctx.sessionmaker, write=False) as session:
+        previous = await cursors.load_with_kind(session, rc.integration_id)
+    cursor = previous[0]
+    backward, forward_pages = rc.windows.backward(), rc.windows.forward()
+    window = (
+        (backward or forward_pages)[0][0],
+        (forward_pages or backward)[-1][1],
+    )
+    ask_from, ask_to = rc.windows.whole_days(*window)
+    payload: dict[str, Any] = {"starts_from": ask_from, "starts_to": ask_to}
+    if cursor is not None:
+        payload["updated_since"] = cursor
+    await _update_run(rc, phase=("pull", {"pages_total": 1, "cursor": _iso(cursor)}))
+    try:
+        records = await rc.read(SyncOperation.APPOINTMENT_LIST_CHANGED, payload)
+    except IntegrationError as exc:
+        if exc.provider_status != 410 or cursor is None:
+            raise
+        # The PMS no longer answers from this cursor (Google's 410): read the whole window.
+        note = f"the cursor from {cursor.isoformat()} was refused (410): the full window was read"
+        await _update_run(rc, note=note, phase=("pull", {"fallback": "full_window", "fallback_reason": note}))
+        payload.pop("updated_since")
+        records = await rc.read(SyncOperation.APPOINTMENT_LIST_CHANGED, payload)
+    inside = {
+        str(record["id"]): record
+        for record in records
+        if record.get("starts_at") is not None and window[0] <= record["starts_at"] < window[1]
+    }
+    past = [record for record in inside.values() if record["starts_at"] < rc.windows.as_of]
+    upcoming = [record for record in inside.values() if record["starts_at"] >= rc.windows.as_of]
+    value, kind = cursors.next_value(rc.first_server_time, started, previous)
+    if cursor is not None and kind == "server_time" and value < cursor:
+        value = cursor
+
+    async def work(session: AsyncSession) -> PageOutcome:
+        outcome = await apply.upsert_cases(session, rc.organization_id, rc.integration_id, past)
+        more = await apply.upsert_pms_appointments(
+            session, rc.organization_id, rc.integration_id, upcoming, run_id=rc.run_id
+        )
+        outcome.merge(more)
+        await cursors.save(session, rc.organization_id, rc.integration_id, value, run_id=rc.run_id, kind=kind)
+        return outcome
+
+    await commit_page(rc, "pull", 0, work, operation=f"pull: {len(inside)} changed appointments", last=True)
+    await _update_run(rc, phase=("pull", {"next_cursor": value.isoformat(), "cursor_kind": kind}))
+
+
+async def save_full_cursor(rc: RunContext, started: datetime) -> None:
+    """After a complete full read of both windows, the next pull asks only for what changed."""
+    server_time = None if rc.checkpoint else rc.first_server_time
+    value, kind = cursors.next_value(server_time, started)
+    async with session_scope(rc.ctx.sessionmaker) as session:
+        await cursors.save(session, rc.organization_id, rc.integration_id, value, run_id=rc.run_id, kind=kind)
+
+
 async def patients(rc: RunContext) -> None:
     raise PhaseSkipped("patient import is not available yet")
 
@@ -482,6 +548,7 @@ PHASES: dict[str, Callable[[RunContext], Awaitable[None]]] = {
     "forward": forward,
     "reconcile": reconcile,
     "patients": patients,
+    "pull": pull,
 }
 
 
@@ -588,6 +655,9 @@ async def _execute(
     rc = RunContext(
         ctx, run_id, organization_id, integration_id, resolved, windows, params, dry_run, checkpoint
     )
+    # A full read's cursor starts where its windows were fixed; a resumed run's earlier pages were
+    # read by the run before it, so the PMS's clock at this run's first answer would be too late.
+    started = windows.as_of
     failed: list[str] = []
     review: str | None = None
     try:
@@ -629,6 +699,9 @@ async def _execute(
             )
             return RunStatus.CANCELLED.value
         return "lost"
+    full_read = {"backward", "forward"} <= set(steps)
+    if full_read and not failed and not dry_run:
+        await save_full_cursor(rc, started)
     status = RunStatus.FAILED if failed else RunStatus.COMPLETED
     message = "; ".join(f"{step} failed" for step in failed) or None
     final: dict[str, Any] = {

@@ -21,6 +21,7 @@ from clinicsync.config import Settings
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, NotFound, ValidationFailed
 from clinicsync.integrations.models import ExternalIntegration
+from clinicsync.sync.runs import cursors
 from clinicsync.sync.runs.models import (
     ACTIVE_RUN_STATUSES,
     RunMode,
@@ -169,6 +170,14 @@ async def start_run(
         if not 0 <= params[name] <= 366:
             raise ValidationFailed(name, "must be between 0 and 366 days")
     params["as_of"] = utcnow().isoformat()
+    steps = list(STEPS[request.run_type])
+    incremental = request.incremental or request.run_type == RunType.SCHEDULED
+    notes: list[str] = []
+    if incremental and "backward" in steps:
+        if await cursors.load(session, integration_id) is not None:
+            steps = ["pull"]
+        else:
+            notes.append("no cursor yet: the full windows are read, and the next pull asks for changes only")
     run = SyncRun(
         id=uuid.uuid4(),
         organization_id=organization_id,
@@ -177,13 +186,13 @@ async def start_run(
         mode=request.mode,
         status=RunStatus.STARTING,
         dry_run=request.dry_run,
-        incremental=request.incremental,
+        incremental=steps == ["pull"],
         params=params,
-        steps=list(STEPS[request.run_type]),
+        steps=steps,
         counts={},
         phases={},
         errors=[],
-        notes=[],
+        notes=notes,
         triggered_by=request.triggered_by,
         started_at=utcnow(),
         heartbeat_at=utcnow(),
@@ -198,7 +207,7 @@ async def start_run(
             run.checkpoint = previous.checkpoint
             run.counts = dict(previous.counts)
             run.phases = dict(previous.phases)
-            run.notes = [f"resumed from run {previous.id} at its checkpoint"]
+            run.notes = [*notes, f"resumed from run {previous.id} at its checkpoint"]
     try:
         async with session.begin_nested():
             session.add(run)

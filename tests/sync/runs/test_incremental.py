@@ -1,0 +1,127 @@
+"""Incremental pulls: a cursor per integration, the PMS's own clock, at most 2 requests per entity
+when nothing changed. Real HTTP against the sandboxes, both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clinicsync.sandbox import SandboxServer
+from clinicsync.sync.runs.models import SyncCursor
+from tests.factories import TenantFactory
+from tests.sync.conftest import FAST_HTTP
+from tests.sync.runs.conftest import ZONE, Pulling, pull_from, run_to_end
+
+WINDOWS = {"backward_days": 5, "forward_days": 5}
+
+
+def _calls(clinic: Pulling, path: str) -> int:
+    return sum(1 for entry in clinic.sandbox.request_log if entry.path.endswith(path))
+
+
+async def test_opendental_pulls_only_changes_from_its_server_clock(
+    client: httpx.AsyncClient, opendental_pull: Pulling
+) -> None:
+    od = opendental_pull
+    full = await run_to_end(client, od, **WINDOWS)
+    assert full["status"] == "completed", full
+
+    od.sandbox.request_log.clear()
+    quiet = await run_to_end(client, od, incremental=True, **WINDOWS)
+
+    assert quiet["status"] == "completed", quiet
+    assert quiet["steps"] == ["pull"] and quiet["incremental"] is True
+    assert quiet["requests_used"] <= 2
+    assert _calls(od, "/appointments") <= 2
+    assert quiet["phases"]["pull"]["cursor"] is not None
+    # OpenDental's own clock (serverDateTime), kept when nothing answered with a newer one.
+    assert quiet["phases"]["pull"]["cursor_kind"] == "server_time"
+    assert all(values["created"] == values["updated"] == 0 for values in quiet["counts"].values())
+
+    # The front desk breaks one upcoming visit: the next pull brings exactly that one.
+    listed = await client.get("/api/v1/sync/pms-appointments", headers=od.headers, params={"limit": 500})
+    upcoming = next(row for row in listed.json() if row["status"] == "pending")
+    pms = od.sandbox.od  # type: ignore[attr-defined]
+    writer = next(key for key, access in pms.customer_keys.items() if access == "readwrite")
+    async with httpx.AsyncClient(
+        base_url=od.sandbox.base_url, headers={"Authorization": f"ODFHIR {pms.developer_key}/{writer}"}
+    ) as desk:
+        changed = await desk.put(
+            f"/appointments/{upcoming['external_id']}/Break", json={"sendToUnscheduledList": False}
+        )
+        assert changed.status_code == 200, changed.text
+
+    moved = await run_to_end(client, od, incremental=True, **WINDOWS)
+    assert moved["counts"]["appointments"]["updated"] == 1
+    assert moved["counts"]["appointments"]["found"] == 1
+    assert moved["requests_used"] <= 2
+
+
+async def test_a_vet_pims_without_a_change_filter_still_pulls_in_one_request(
+    client: httpx.AsyncClient, vet: Pulling
+) -> None:
+    await run_to_end(client, vet, **WINDOWS)
+    vet.sandbox.request_log.clear()
+
+    quiet = await run_to_end(client, vet, incremental=True, **WINDOWS)
+
+    assert quiet["steps"] == ["pull"] and quiet["status"] == "completed", quiet
+    assert quiet["requests_used"] <= 2
+    assert _calls(vet, "/appointments/getCalendarEventData") == 1
+    assert quiet["counts"].get("cases", {}).get("created", 0) == 0
+
+
+async def test_google_s_410_falls_back_to_the_full_window_and_the_run_says_so(
+    client: httpx.AsyncClient,
+    tenant_factory: TenantFactory,
+    sandboxes: Callable[..., Awaitable[SandboxServer]],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    google = await sandboxes(
+        "google_calendar",
+        spec={"seed": 3, "patients": 10, "appointments": 30, "days_before": 5, "days_after": 5},
+    )
+    tenant = await tenant_factory(time_zone=ZONE)
+    info = google.credentials()
+    created = await client.post(
+        "/api/admin/integrations",
+        headers=tenant.headers,
+        json={
+            **FAST_HTTP,
+            "provider_key": "google_calendar",
+            "base_url": google.base_url,
+            "auth": {"type": "bearer"},
+            "settings": {"calendar_id": info["calendar_id"]},
+        },
+    )
+    assert created.status_code == 201, created.text
+    integration_id = created.json()["id"]
+    credential = await client.post(
+        "/api/admin/api-credentials",
+        headers=tenant.headers,
+        json={
+            "provider_key": "google_calendar",
+            "integration_id": integration_id,
+            "secrets": {"token": info["access_token"]},
+        },
+    )
+    assert credential.status_code == 201, credential.text
+    await pull_from(client, tenant, integration_id)
+    calendar = Pulling(tenant, google, integration_id)
+    full = await run_to_end(client, calendar, **WINDOWS)
+    assert full["status"] == "completed", full
+    upcoming = full["counts"]["appointments"]["found"]
+    # The cursor has aged past what Google keeps (updatedMin older than 28 days answers 410).
+    async with sessionmaker() as session, session.begin():
+        await session.execute(update(SyncCursor).values(value="2020-01-01T00:00:00+00:00"))
+
+    run = await run_to_end(client, calendar, incremental=True, **WINDOWS)
+
+    assert run["status"] == "completed", run
+    assert run["phases"]["pull"]["fallback"] == "full_window"
+    assert any("410" in note and "full window" in note for note in run["notes"])
+    assert run["counts"]["appointments"]["found"] == upcoming
+    assert run["counts"]["appointments"]["unchanged"] == upcoming
