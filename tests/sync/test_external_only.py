@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 
+from clinicsync.sync.external_only import reference_for_key
 from tests.factories import booking, future_day
 from tests.sync.conftest import EXTERNAL_ONLY, Connected, configure
 
@@ -121,3 +125,83 @@ async def test_slot_search_asks_the_pms_what_is_taken(
     starts = {slot["start"][11:16] for slot in slots.json()["slots"]}
     assert "09:30" in starts and "11:00" in starts
     assert "10:00" not in starts and "12:00" not in starts
+
+
+async def _pms_bookings(od: Connected, reference: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = (await od.pms.get("/appointments")).json()
+    return [row for row in rows if reference in (row.get("Note") or "")]
+
+
+async def test_a_retry_with_the_same_idempotency_key_replays_and_books_the_pms_once(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY)
+    day = future_day()
+    body = booking(od.clinic, od.clinic.local(day, 9))
+    keyed = {**od.headers, "Idempotency-Key": "front-desk-retry-1"}
+    first = await client.post("/api/v1/appointments", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    again = await client.post("/api/v1/appointments", json=body, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["booking_reference"] == first.json()["booking_reference"]
+    assert len(await _pms_bookings(od, first.json()["booking_reference"])) == 1
+
+    # Two copies of one request at the same moment (a double tap, a client retrying early).
+    twin = booking(od.clinic, od.clinic.local(day, 11))
+    twin_headers = {**od.headers, "Idempotency-Key": "voice-agent-call-7"}
+    one, other = await asyncio.gather(
+        client.post("/api/v1/appointments", json=twin, headers=twin_headers),
+        client.post("/api/v1/appointments", json=twin, headers=twin_headers),
+    )
+    assert (one.status_code, other.status_code) == (201, 201), (one.text, other.text)
+    assert one.json()["id"] == other.json()["id"]
+    assert len(await _pms_bookings(od, one.json()["booking_reference"])) == 1
+
+    reused = await client.post(
+        "/api/v1/appointments", json=booking(od.clinic, od.clinic.local(day, 13)), headers=keyed
+    )
+    assert reused.status_code == 422, reused.text
+    assert reused.json()["error"]["details"][0]["field"] == "Idempotency-Key"
+    assert len((await od.pms.get("/appointments")).json()) == 2
+
+
+async def test_a_retry_finds_what_an_earlier_attempt_left_in_the_pms_and_books_nothing_more(
+    client: httpx.AsyncClient, opendental: Connected
+) -> None:
+    """Every attempt under one key sends the same booking reference. When an earlier attempt reached
+    the PMS but the caller never heard (its connection dropped, or our commit failed after the PMS
+    took it), the PMS holds a booking with that reference: the retry adopts it."""
+    od = opendental
+    await configure(client, od, **EXTERNAL_ONLY)
+    day = future_day()
+    warm = await client.post(
+        "/api/v1/appointments", json=booking(od.clinic, od.clinic.local(day, 8)), headers=od.headers
+    )
+    assert warm.status_code == 201, warm.text
+    earlier = (await od.pms.get("/appointments")).json()[0]
+    key = "chatbot-session-42"
+    reference = reference_for_key(od.clinic.tenant.organization_id, key)
+    left = await od.pms.post(
+        "/appointments",
+        json={
+            "PatNum": earlier["PatNum"],
+            "ProvNum": earlier["ProvNum"],
+            "Op": earlier["Op"],
+            "AptDateTime": od.clinic.local(day, 10).strftime("%Y-%m-%d %H:%M:%S"),
+            "Pattern": "//////",
+            "Note": reference,
+        },
+    )
+    assert left.status_code == 201, left.text
+    retried = await client.post(
+        "/api/v1/appointments",
+        json=booking(od.clinic, od.clinic.local(day, 10)),
+        headers={**od.headers, "Idempotency-Key": key},
+    )
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["booking_reference"] == reference
+    assert retried.json()["external_refs"][0]["external_id"] == str(left.json()["AptNum"])
+    assert len((await od.pms.get("/appointments")).json()) == 2

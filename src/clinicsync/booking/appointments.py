@@ -383,6 +383,34 @@ async def _replay(
     return BookingResult(AppointmentRead.model_validate_json(record.response_body), replayed=True)
 
 
+def check_idempotency_key(key: str | None) -> None:
+    if key is not None and not 1 <= len(key) <= 255:
+        raise ValidationFailed("Idempotency-Key", "must be 1 to 255 characters")
+
+
+async def replay_for_key(
+    session: AsyncSession, principal: Principal, key: str, data: AppointmentCreate
+) -> BookingResult | None:
+    """The first result booked under ``key``, for a booking path that writes elsewhere first."""
+    return await _replay(session, principal, key, _request_hash(data))
+
+
+def remember_for_key(
+    session: AsyncSession, principal: Principal, key: str, data: AppointmentCreate, result: AppointmentRead
+) -> None:
+    """Stores ``result`` under ``key`` in the caller's transaction (replayed to later retries)."""
+    session.add(
+        IdempotencyRecord(
+            organization_id=principal.organization_id,
+            key=key,
+            request_hash=_request_hash(data),
+            response_status=201,
+            response_body=result.model_dump_json(),
+            created_at=utcnow(),
+        )
+    )
+
+
 async def _booking_parties(
     session: AsyncSession, principal: Principal, data: AppointmentCreate
 ) -> Practitioner:
@@ -424,8 +452,7 @@ async def create_appointment(
     same transaction as the appointment, so a failed booking is never remembered.
     """
     request_hash = _request_hash(data)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-        raise ValidationFailed("Idempotency-Key", "must be 1 to 255 characters")
+    check_idempotency_key(idempotency_key)
     try:
         return await _book(session, principal, data, request_hash, idempotency_key)
     except ClinicSyncError:

@@ -9,14 +9,16 @@ after the PMS has accepted them.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinicsync.booking import service
-from clinicsync.booking.appointments import BookingResult, new_booking_reference
+from clinicsync.booking import appointments, service
+from clinicsync.booking.appointments import REFERENCE_ALPHABET, BookingResult, new_booking_reference
 from clinicsync.booking.models import Appointment, AppointmentStatus, BookingSource, Patient
 from clinicsync.booking.schemas import (
     AppointmentCancel,
@@ -222,6 +224,12 @@ async def create_appointment(
     *,
     idempotency_key: str | None = None,
 ) -> BookingResult:
+    appointments.check_idempotency_key(idempotency_key)
+    if idempotency_key is not None:
+        await _hold_key(session, principal.organization_id, idempotency_key)
+        replay = await appointments.replay_for_key(session, principal, idempotency_key, data)
+        if replay is not None:
+            return replay
     provider = await provider_name(session, config)
     organization, _zone = await service.organization_zone(session, principal.organization_id)
     patient = await service.patient_in_organization(session, principal, data.patient_id)
@@ -234,7 +242,11 @@ async def create_appointment(
     )
     patient_external = await _patient_external_id(ctx, session, config, patient, provider)
     practitioner_external = await _practitioner_external_id(ctx, session, config, practitioner.id, provider)
-    reference = new_booking_reference()
+    reference = (
+        reference_for_key(principal.organization_id, idempotency_key)
+        if idempotency_key is not None
+        else new_booking_reference()
+    )
     sent = {
         "patient_id": patient_external,
         "practitioner_id": practitioner_external,
@@ -243,34 +255,35 @@ async def create_appointment(
         "status": data.status.value,
         "note": booking_note({"booking_reference": reference, "notes": data.notes}),
     }
-    try:
-        created = (
-            await canonical.perform(
-                ctx.executor,
-                config.organization_id,
-                config.integration_id,
-                SyncOperation.APPOINTMENT_CREATE,
-                sent,
-            )
-        ).records
-    except IntegrationError as exc:
-        if classify(exc) != "unknown":
-            raise PmsFailed(exc, provider=provider) from None
-        # Sent but unanswered: the PMS may hold it. Adopt it if it does; otherwise it did not happen.
-        created = await _call(
-            ctx,
-            config,
-            SyncOperation.APPOINTMENT_FIND,
-            {
-                "reference": reference,
-                "patient_id": patient_external,
-                "practitioner_id": practitioner_external,
-                "starts_at": start,
-            },
-            provider,
-        )
-        if not created:
-            raise PmsFailed(exc, provider=provider) from None
+    lookup = {
+        "reference": reference,
+        "patient_id": patient_external,
+        "practitioner_id": practitioner_external,
+        "starts_at": start,
+    }
+    created: list[dict[str, Any]] = []
+    if idempotency_key is not None and SyncOperation.APPOINTMENT_FIND in await _supported(ctx, config):
+        # An earlier attempt under this key may have reached the PMS and failed after (its answer
+        # lost and the look-up too, or our commit): it carries the same reference, so it is adopted.
+        created = await _call(ctx, config, SyncOperation.APPOINTMENT_FIND, lookup, provider)
+    if not created:
+        try:
+            created = (
+                await canonical.perform(
+                    ctx.executor,
+                    config.organization_id,
+                    config.integration_id,
+                    SyncOperation.APPOINTMENT_CREATE,
+                    sent,
+                )
+            ).records
+        except IntegrationError as exc:
+            if classify(exc) != "unknown":
+                raise PmsFailed(exc, provider=provider) from None
+            # Sent but unanswered: the PMS may hold it. Adopt it if it does; otherwise it did not happen.
+            created = await _call(ctx, config, SyncOperation.APPOINTMENT_FIND, lookup, provider)
+            if not created:
+                raise PmsFailed(exc, provider=provider) from None
     record = created[0]
     record_id = uuid.uuid4()
     snapshot = refs.json_safe({**sent, **{k: v for k, v in record.items() if v is not None}})
@@ -284,7 +297,26 @@ async def create_appointment(
         "practitioner_email": practitioner.email,
     }
     ref = await accept(session, config, RecordType.APPOINTMENT, record_id, str(record["id"]), snapshot)
-    return BookingResult(AppointmentRead.model_validate(_view(ref)), replayed=False)
+    result = AppointmentRead.model_validate(_view(ref))
+    if idempotency_key is not None:
+        appointments.remember_for_key(session, principal, idempotency_key, data, result)
+        await session.flush()
+    return BookingResult(result, replayed=False)
+
+
+def reference_for_key(organization_id: uuid.UUID, key: str) -> str:
+    """The booking reference every attempt under one Idempotency-Key sends to the PMS."""
+    digest = hashlib.sha256(f"{organization_id}:{key}".encode()).digest()
+    return "CS-" + "".join(REFERENCE_ALPHABET[byte % len(REFERENCE_ALPHABET)] for byte in digest[:8])
+
+
+async def _hold_key(session: AsyncSession, organization_id: uuid.UUID, key: str) -> None:
+    """Retries under one key wait for each other, so the PMS is written once (SQLite: the write lock)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"idempotency:{organization_id}:{key}"},
+        )
 
 
 async def owns(session: AsyncSession, config: IntegrationSyncConfig, appointment_id: uuid.UUID) -> bool:
