@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from clinicsync.sync.external_only import reference_for_key
-from tests.factories import booking, future_day
+from clinicsync.tenancy.models import Role
+from tests.factories import TenantFactory, booking, future_day
 from tests.sync.conftest import EXTERNAL_ONLY, Connected, configure
 
 
@@ -205,3 +206,87 @@ async def test_a_retry_finds_what_an_earlier_attempt_left_in_the_pms_and_books_n
     assert retried.json()["booking_reference"] == reference
     assert retried.json()["external_refs"][0]["external_id"] == str(left.json()["AptNum"])
     assert len((await od.pms.get("/appointments")).json()) == 2
+
+
+async def test_changes_to_pms_only_bookings_reach_as_far_as_the_callers_role(
+    client: httpx.AsyncClient, opendental: Connected, tenant_factory: TenantFactory
+) -> None:
+    """A practitioner changes only their own diary, a chatbot only what it booked (or what the
+    patient proves is theirs), exactly as for bookings kept locally; others are told 404."""
+    od = opendental
+    await client.patch(
+        f"/api/v1/patients/{od.clinic.patient_id}", json={"date_of_birth": "1980-02-03"}, headers=od.headers
+    )
+    await configure(client, od, **EXTERNAL_ONLY, sync_on_delete=True)
+    # A second dentist with a login, named as OpenDental knows them.
+    provider = (await od.pms.get("/providers")).json()[1]
+    created = await client.post(
+        "/api/v1/practitioners",
+        json={
+            "name": f"{provider['FName']} {provider['LName']}",
+            "email": "second-dentist@example.com",
+            "password": "long enough secret",
+        },
+        headers=od.headers,
+    )
+    assert created.status_code == 201, created.text
+    week = [{"day_of_week": day, "start_time": "00:00", "end_time": "23:59"} for day in range(7)]
+    hours = await client.put(
+        f"/api/v1/practitioners/{created.json()['id']}/availability",
+        json={"intervals": week},
+        headers=od.headers,
+    )
+    assert hours.status_code == 200, hours.text
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": "second-dentist@example.com", "password": "long enough secret"}
+    )
+    dentist = {"Authorization": f"Bearer {login.json()['token']}"}
+    chatbot = (
+        await tenant_factory(role=Role.SERVICE, organization_id=od.clinic.tenant.organization_id)
+    ).headers
+
+    day = future_day()
+
+    async def book(hour: int, headers: dict[str, str], **extra: Any) -> dict[str, Any]:
+        response = await client.post(
+            "/api/v1/appointments",
+            json=booking(od.clinic, od.clinic.local(day, hour), **extra),
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    theirs = await book(9, od.headers)  # the clinic's first dentist
+    own = await book(10, od.headers, practitioner_id=created.json()["id"])
+    by_chatbot = await book(11, chatbot)
+
+    def path(body: dict[str, Any], action: str = "") -> str:
+        return f"/api/v1/appointments/{body['id']}{action}"
+
+    # The second dentist: their own booking, yes; a colleague's, no such booking.
+    assert (await client.get(path(theirs), headers=dentist)).status_code == 404
+    assert (await client.patch(path(theirs), json={"notes": "x"}, headers=dentist)).status_code == 404
+    assert (await client.post(path(theirs, "/cancel"), json={}, headers=dentist)).status_code == 404
+    assert (await client.get(path(own), headers=dentist)).status_code == 200
+    noted = await client.patch(path(own), json={"notes": "bring x-rays"}, headers=dentist)
+    assert noted.status_code == 200, noted.text
+
+    # The chatbot: what it booked, yes; the front desk's booking only with the patient's proof.
+    assert (await client.post(path(theirs, "/cancel"), json={}, headers=chatbot)).status_code == 404
+    wrong = {"reference": theirs["booking_reference"], "date_of_birth": "1999-01-01"}
+    assert (
+        await client.post(path(theirs, "/cancel"), json={"proof": wrong}, headers=chatbot)
+    ).status_code == 404
+    assert (await client.post(path(by_chatbot, "/cancel"), json={}, headers=chatbot)).status_code == 200
+    proof = {"reference": theirs["booking_reference"], "date_of_birth": "1980-02-03"}
+    proven = await client.post(path(theirs, "/cancel"), json={"proof": proof}, headers=chatbot)
+    assert proven.status_code == 200, proven.text
+
+    # What the refusals left alone in the PMS: the colleague's booking stood until the proven cancel.
+    def pms(body: dict[str, Any]) -> str:
+        return f"/appointments/{body['external_refs'][0]['external_id']}"
+
+    assert (await od.pms.get(pms(own))).json()["AptStatus"] == "Scheduled"
+    assert (await od.pms.get(pms(by_chatbot))).json()["AptStatus"] == "Broken"
+    assert (await od.pms.get(pms(theirs))).json()["AptStatus"] == "Broken"

@@ -437,7 +437,9 @@ async def read_appointment(
     except NotFound:
         # An external-only clinic's appointment lives in the PMS; we keep its reference.
         held = await external_only.get_view(session, principal, appointment_id)
-        if held is None:
+        if held is None or not await appointments.may_act_on(
+            session, principal, held, Capability.APPOINTMENTS_READ
+        ):
             raise
         appointment = held
     response.headers["ETag"] = _etag(appointment.version)

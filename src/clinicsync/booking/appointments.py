@@ -99,6 +99,31 @@ def _visible(
     return query.where(Appointment.booked_by_user_id == principal.user_id)
 
 
+async def may_act_on(
+    session: AsyncSession,
+    principal: Principal,
+    appointment: Appointment,
+    capability: Capability,
+    proof: PatientProof | None = None,
+) -> bool:
+    """``_visible`` and ``get_appointment``'s proof rule for an appointment held outside the
+    appointments table (an external-only clinic's, kept on its PMS reference)."""
+    if appointment.organization_id != principal.organization_id:
+        return False
+    if permissions.scope_of(principal, capability) == Scope.ALL:
+        return True
+    if principal.role == Role.PRACTITIONER:
+        practitioner = await session.get(Practitioner, appointment.practitioner_id)
+        if practitioner is not None and practitioner.user_id == principal.user_id:
+            return True
+    elif appointment.booked_by_user_id is not None and appointment.booked_by_user_id == principal.user_id:
+        return True
+    if proof is None:
+        return False
+    patient = await session.get(Patient, appointment.patient_id)
+    return patient is not None and _proven(appointment, patient, proof)
+
+
 def _proven(appointment: Appointment, patient: Patient, proof: PatientProof) -> bool:
     if appointment.booking_reference != proof.reference.strip().upper():
         return False

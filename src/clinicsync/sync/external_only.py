@@ -25,6 +25,7 @@ from clinicsync.booking.schemas import (
     AppointmentCreate,
     AppointmentRead,
     AppointmentUpdate,
+    PatientProof,
 )
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError, NotFound
@@ -34,6 +35,7 @@ from clinicsync.integrations.errors import IntegrationError
 from clinicsync.sync import refs
 from clinicsync.sync.delivery import SyncContext, booking_note, classify, patient_payload, supported
 from clinicsync.sync.models import ExternalReference, IntegrationSyncConfig, RecordType, SyncState
+from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 
@@ -209,6 +211,7 @@ def _view(ref: ExternalReference) -> Appointment:
         practitioner_email=local.get("practitioner_email"),
         cancelled_at=None,
         cancellation_reason=local.get("cancellation_reason"),
+        booked_by_user_id=uuid.UUID(local["booked_by_user_id"]) if local.get("booked_by_user_id") else None,
         version=int(local.get("version", 1)),
         created_at=ref.created_at or utcnow(),
         updated_at=ref.updated_at or utcnow(),
@@ -295,6 +298,8 @@ async def create_appointment(
         "notes": data.notes,
         "practitioner_name": practitioner.name,
         "practitioner_email": practitioner.email,
+        # Who booked it: a service account may change what it booked (docs/security.md).
+        "booked_by_user_id": str(principal.user_id) if principal.user_id else None,
     }
     ref = await accept(session, config, RecordType.APPOINTMENT, record_id, str(record["id"]), snapshot)
     result = AppointmentRead.model_validate(_view(ref))
@@ -354,9 +359,16 @@ async def _change(
     operation: SyncOperation,
     payload: dict[str, Any],
     local_changes: dict[str, Any],
+    proof: PatientProof | None,
 ) -> Appointment:
     ref = await refs.get_ref(session, config.integration_id, RecordType.APPOINTMENT, appointment_id)
     if ref is None or ref.organization_id != principal.organization_id or ref.external_id is None:
+        raise NotFound(f"appointment {appointment_id} not found")
+    # The same reach as a local appointment: a practitioner their own diary, a service account
+    # what it booked (or with the patient's proof); anyone else is told it does not exist.
+    if not (ref.snapshot or {}).get("local") or not await appointments.may_act_on(
+        session, principal, _view(ref), Capability.APPOINTMENTS_CHANGE, proof
+    ):
         raise NotFound(f"appointment {appointment_id} not found")
     provider = await provider_name(session, config)
     records = await _call(ctx, config, operation, payload | {"id": ref.external_id}, provider)
@@ -389,12 +401,11 @@ async def update_appointment(
     local: dict[str, Any] = {}
     if data.notes is not None:
         local["notes"] = data.notes
+    operation = SyncOperation.APPOINTMENT_UPDATE
     if data.status == AppointmentStatus.CANCELLED:
-        return await _change(
-            ctx, session, principal, config, appointment_id, SyncOperation.APPOINTMENT_CANCEL, {}, local
-        )
+        operation, payload = SyncOperation.APPOINTMENT_CANCEL, {}
     return await _change(
-        ctx, session, principal, config, appointment_id, SyncOperation.APPOINTMENT_UPDATE, payload, local
+        ctx, session, principal, config, appointment_id, operation, payload, local, data.proof
     )
 
 
@@ -415,6 +426,7 @@ async def cancel_appointment(
         SyncOperation.APPOINTMENT_CANCEL,
         {"reason": data.reason or "cancelled"},
         {"cancellation_reason": data.reason or "cancelled"},
+        data.proof,
     )
 
 
