@@ -81,6 +81,18 @@ async def test_agents_book_only_the_appointment_types_the_clinic_allows(
     length = datetime.fromisoformat(made["end"]) - datetime.fromisoformat(made["start"])
     assert length.total_seconds() == 60 * 60
 
+    # Once fillings are left to the front desk, an agent can no longer move one either.
+    assert (await settings(client, agent_clinic, appointment_types=[checkup])).status_code == 200
+    moved = await call(
+        client,
+        agent_clinic,
+        "reschedule",
+        booking_reference=booked["data"]["booking_reference"],
+        phone="+61 2 9999 9999",
+        new_start=f"{day} 14:00",
+    )
+    assert moved["text"] == "That booking can only be changed by the front desk."
+
     bad = await settings(client, agent_clinic, appointment_types=["Whitening"])
     assert bad.status_code == 422 and "appointment_types" in bad.json()["error"]["message"]
     lifted = await settings(client, agent_clinic, appointment_types=None)

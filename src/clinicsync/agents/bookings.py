@@ -201,9 +201,17 @@ async def reschedule(session: AsyncSession, ctx: AgentContext, args: RescheduleA
     who = await resolve_practitioner(session, ctx, clinic, args.practitioner) if args.practitioner else None
     if who is None and not clinic.rules.offers(appointment.practitioner_id):
         raise ToolProblem("That booking can only be changed by the front desk.")
+    kind_id = appointment.appointment_type_id
+    if kind_id is not None and not clinic.rules.books_type(kind_id):
+        raise ToolProblem("That booking can only be changed by the front desk.")
     minutes = int((appointment.ends_at - appointment.starts_at).total_seconds() // 60)
     appointment_id, version = appointment.id, appointment.version
     staying_with = who or await booking.get_practitioner(session, ctx.principal, appointment.practitioner_id)
+    was = appointment.starts_at
+    if clinic.slot_integration is not None and not await who_is_free(
+        session, ctx, clinic, wanted, minutes, only=staying_with
+    ):
+        raise await unavailable(session, ctx, clinic, staying_with, wanted, minutes)
     try:
         moved = await gateway.move(
             ctx.sync,
@@ -221,6 +229,16 @@ async def reschedule(session: AsyncSession, ctx: AgentContext, args: RescheduleA
         if isinstance(error, ValidationFailed) and error.field not in ("start", "end"):
             raise
         raise await unavailable(session, ctx, clinic, staying_with, wanted, minutes) from None
+    if clinic.slot_integration is not None:
+        # Both the slot it left and the one it took change their counts.
+        for instant in (was, moved.starts_at):
+            await pms_slots.recompute_booked(
+                session,
+                ctx.principal.organization_id,
+                clinic.slot_integration,
+                instant - timedelta(days=1),
+                instant + timedelta(minutes=minutes),
+            )
     await policy.record_booking(session, ctx, moved.id, moved.booking_reference, "rescheduled")
     facts = _describe(moved, clinic)
     return ToolAnswer(

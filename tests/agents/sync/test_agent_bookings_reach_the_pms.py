@@ -96,3 +96,22 @@ async def test_external_only_books_straight_into_opendental(
         assert [(t["booking_reference"], t["surface"], t["call_id"]) for t in trail] == [
             (reference, "mcp", "c-1")
         ]
+
+        # Moved and cancelled by the caller: each change is in the PMS by the time the agent answers.
+        day = future_day()
+        moved = await session.call_tool(
+            "reschedule",
+            {"booking_reference": reference, "phone": "312 867 5309", "new_start": f"{day} 15:30"},
+        )
+        assert not moved.is_error, said(moved)
+        assert said(moved).startswith(f"Moved booking {reference} to {day:%A} {day.day} {day:%B} at 3:30 pm")
+
+        def live_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [r for r in rows if reference in (r.get("Note") or "") and r["AptStatus"] != "Broken"]
+
+        after_move = live_rows((await od.pms.get("/appointments")).json())
+        assert [row["AptDateTime"][-8:] for row in after_move] == ["15:30:00"]
+        cancelled = await session.call_tool("cancel", {"booking_reference": reference, "phone": "3128675309"})
+        assert said(cancelled) == f"Cancelled booking {reference} for {day:%A} {day.day} {day:%B} at 3:30 pm."
+        assert live_rows((await od.pms.get("/appointments")).json()) == []
+        assert (await client.get("/api/admin/sync/outbox", headers=od.headers)).json()["items"] == []

@@ -18,7 +18,7 @@ from clinicsync.db.engine import session_scope
 from clinicsync.sync.slots import service as slots
 from clinicsync.tenancy.models import Role
 from tests.factories import Tenant, TenantFactory
-from tests.sync.conftest import EXTERNAL_ONLY
+from tests.sync.conftest import DUAL_WRITE, EXTERNAL_ONLY
 from tests.sync.slots.vet_support import (
     ZONE,
     VetClinic,
@@ -238,3 +238,45 @@ async def test_one_clinic_has_one_slot_schedule(
     )
     assert refused.status_code == 422
     assert "schedule_source" in refused.json()["error"]["message"]
+
+
+async def test_a_dual_write_clinic_moves_a_visit_only_into_a_slot_with_a_place(
+    client: httpx.AsyncClient, tenant_factory: TenantFactory, sandboxes: Any, sessionmaker: Any
+) -> None:
+    owner = await tenant_factory(time_zone=ZONE)
+    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
+    configured = await client.post(
+        "/api/admin/integration-settings",
+        headers=owner.headers,
+        json={
+            "integration_id": vet.integration_id,
+            **DUAL_WRITE,
+            "sync_on_update": False,
+            "schedule_source": "pms_slots",
+        },
+    )
+    assert configured.status_code == 201, configured.text
+    day = datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=4)
+    ten = datetime.combine(day, time(10), tzinfo=ZoneInfo(ZONE))
+    for _ in range(2):
+        assert (await book_in_pims(vet.pims, ten)).status_code == 201
+    await read_slots_from_pims(sessionmaker, vet, day)
+    agent = await tenant_factory(role=Role.SERVICE, organization_id=owner.organization_id)
+    animal = sorted(vet.sandbox.store.patients)[1]  # type: ignore[attr-defined]
+    patient_id = await pet_owner(client, vet, agent, "Eve", animal)
+
+    booked = await tool(
+        client, agent, "book", patient_id=patient_id, start=f"{day} 09:00", duration_minutes=15
+    )
+    assert booked["ok"], booked["text"]
+    assert (await slot_row(client, vet, day, "09:00"))["booked_count"] == 1
+    proof = {"booking_reference": booked["data"]["booking_reference"], "phone": f"+1 312 555 01{animal:02d}"}
+
+    into_full = await tool(client, agent, "reschedule", new_start=f"{day} 10:00", **proof)
+    assert into_full["text"].startswith("That time is not available; the nearest free times are ")
+    assert f"{day} 10:00" not in [offer["start"] for offer in into_full["data"]["alternatives"]]
+
+    moved = await tool(client, agent, "reschedule", new_start=f"{day} 10:15", **proof)
+    assert moved["ok"], moved["text"]
+    assert (await slot_row(client, vet, day, "09:00"))["booked_count"] == 0
+    assert (await slot_row(client, vet, day, "10:15"))["booked_count"] == 1
