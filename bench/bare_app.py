@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, Uuid, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clinicsync.db.engine import create_engine
 
@@ -47,11 +48,14 @@ class BookingBody(BaseModel):
     notes: str = Field(default="", max_length=5000)
 
 
-engine = create_engine(os.environ["BARE_DATABASE_URL"])
+# Made when the app starts, so that importing this module (for its table) needs no database.
+engine: AsyncEngine
 
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    global engine
+    engine = create_engine(os.environ["BARE_DATABASE_URL"])
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     yield

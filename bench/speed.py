@@ -1,13 +1,17 @@
 """Booking speed against a floor, cost against history, SQLite fairness, slot search beside
 /health, and several workers: on SQLite and PostgreSQL, in one run.
 
-    python -m bench.speed [--requests N] [--postgres-url URL] [--output BENCHMARKS-speed.md]
+    python -m bench.speed [--requests N] [--history N] [--search-days N] [--postgres-url URL]
+                          [--only throughput,history,search,workers] [--output BENCHMARKS.md | -]
 
 Every server is a separate process on loopback (``clinicsync serve`` or the floor app,
 bench/bare_app.py); the load comes from this process. Throughput is compared A-B-A: the floor,
 then clinicsync, then the floor again, at concurrency 1, 10 and 50, and the ratio is
 clinicsync's bookings/s over the mean of the two floor runs, so drift on a shared machine
-shows up as a difference between the two A runs rather than as a false ratio.
+shows up as a difference between the two A runs rather than as a false ratio. Both servers are
+started once per database and stay up (idle) while the other is measured.
+
+The defaults finish in a few minutes on a 2-core machine; every size is an option.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -32,9 +36,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
+from bench import bare_app
 from clinicsync.booking.models import Appointment
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
@@ -42,10 +47,14 @@ from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
-CONCURRENCY = (1, 10, 50)
 ZONE = "Etc/UTC"
-PRACTITIONERS = 50
-HISTORY = 50_000
+SECTIONS = ("throughput", "history", "search", "workers")
+Fresh = Callable[[], Awaitable[tuple[str, Callable[[], Awaitable[None]]]]]
+STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -54,9 +63,43 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# The pid of each server process by its URL, for reading the CPU time it spends.
+PIDS: dict[str, int] = {}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(base: str) -> float | None:
+    """CPU time (user + system, all threads) the server at ``base`` has used so far; None when it
+    has several worker processes (their time is not summed here)."""
+    pid = PIDS.get(base)
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    requests: int
+    practitioners: int
+    concurrency: tuple[int, ...]
+    history: int
+    history_bookings: int
+    history_searches: int
+    search_practitioners: int
+    search_days: int
+    search_clients: int
+    long_search_days: int
+    workers: int
+    worker_tries: int
 
 
 @asynccontextmanager
@@ -67,6 +110,7 @@ async def process(command: list[str], env: dict[str, str], port: int) -> AsyncIt
             *command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=errors
         )
         base = f"http://127.0.0.1:{port}"
+        single = "--workers" not in command or command[command.index("--workers") + 1] == "1"
         try:
             deadline = time.monotonic() + 240
             async with httpx.AsyncClient(base_url=base, timeout=5) as http:
@@ -82,17 +126,21 @@ async def process(command: list[str], env: dict[str, str], port: int) -> AsyncIt
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{command} did not start")
                     await asyncio.sleep(0.1)
+            if single:
+                PIDS[base] = child.pid
             yield base
         finally:
+            PIDS.pop(base, None)
             if child.returncode is None:
                 child.terminate()
                 try:
                     await asyncio.wait_for(child.wait(), timeout=15)
                 except TimeoutError:
                     child.kill()
+                    await child.wait()
 
 
-def clinicsync_server(url: str, var: Path, *extra: str) -> tuple[list[str], dict[str, str], int]:
+def clinicsync_server(url: str, var: Path, workers: int = 1) -> tuple[list[str], dict[str, str], int]:
     port = free_port()
     env = {
         "CLINICSYNC_DATABASE_URL": url,
@@ -100,21 +148,21 @@ def clinicsync_server(url: str, var: Path, *extra: str) -> tuple[list[str], dict
         "CLINICSYNC_VAR_DIR": str(var),
         "CLINICSYNC_SECRET_KEY": "bench-secret-key-for-encryption-only",
     }
-    return [sys.executable, "-m", "clinicsync.cli", "serve", "--port", str(port), *extra], env, port
+    command = [sys.executable, "-m", "clinicsync.cli", "serve", "--port", str(port)]
+    return [*command, "--workers", str(workers)] if workers > 1 else command, env, port
 
 
-def bare_server(url: str) -> tuple[list[str], dict[str, str], int]:
+async def bare_server(url: str, workers: int = 1) -> tuple[list[str], dict[str, str], int]:
+    """The floor's command; its table is made here first, so several workers never race to."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(bare_app.metadata.create_all)
+    finally:
+        await engine.dispose()
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.bare_app:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    command = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port)]
+    command += ["--log-level", "warning", "--workers", str(workers)]
     return command, {"BARE_DATABASE_URL": url}, port
 
 
@@ -190,8 +238,21 @@ async def open_clinic(
 @dataclass
 class Load:
     rate: float  # completed requests per second
-    p50: float  # ms
-    p99: float  # ms
+    latencies: list[float]  # ms
+    client_cpu: float  # share of one core the load generator used
+    server_cpu_ms: float | None  # server CPU time per request (one-process servers only)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 0.99)
+
+    def spread(self) -> str:
+        """min / p50 / p99 / max, in ms."""
+        return f"{min(self.latencies):.1f} / {self.p50:.1f} / {self.p99:.1f} / {max(self.latencies):.1f}"
 
 
 async def drive(
@@ -220,65 +281,75 @@ async def drive(
                 if response.status_code != 201:
                     raise RuntimeError(f"{path}: {response.status_code} {response.text}")
 
-        await asyncio.gather(*(client() for _ in range(min(concurrency, 5))))  # warm up connections
+        # Warm up: open the connections (and the server's pool) before the clock starts.
+        remaining = concurrency
+        await asyncio.gather(*(client() for _ in range(concurrency)))
         latencies.clear()
         remaining = total
-        started = time.perf_counter()
+        server_before = cpu_seconds(base)
+        cpu, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return Load(len(latencies) / elapsed, statistics.median(latencies), percentile(latencies, 0.99))
+        cpu = time.process_time() - cpu
+        server_after = cpu_seconds(base)
+    server_ms = None
+    if server_before is not None and server_after is not None:
+        server_ms = (server_after - server_before) * 1000 / len(latencies)
+    return Load(len(latencies) / elapsed, latencies, cpu / elapsed, server_ms)
 
 
-async def throughput(backend: str, url: str, bare_url: str, tmp: Path, requests: int) -> dict[str, Any]:
-    """A-B-A at each concurrency: floor, clinicsync, floor."""
-    figures: dict[str, Any] = {}
-    command, env, port = clinicsync_server(url, tmp / f"var-{backend}")
-    bare_command, bare_env, bare_port = bare_server(bare_url)
-    async with process(command, env, port) as base:
-        clinic = await open_clinic(base, url, PRACTITIONERS)
-        for concurrency in CONCURRENCY:
-            runs = []
-            for label in ("A", "B", "A"):
-                if label == "A":
-                    async with process(bare_command, bare_env, bare_port) as bare_base:
-                        runs.append(
-                            await drive(
-                                bare_base,
-                                "/bookings",
-                                clinic.booking,
-                                {},
-                                total=requests,
-                                concurrency=concurrency,
-                            )
-                        )
-                else:
-                    runs.append(
-                        await drive(
-                            base,
-                            "/api/v1/appointments",
-                            clinic.booking,
-                            clinic.headers,
-                            total=requests,
-                            concurrency=concurrency,
-                        )
-                    )
-            floor = (runs[0].rate + runs[2].rate) / 2
-            figures[concurrency] = {"floor": runs[0::2], "clinicsync": runs[1], "ratio": runs[1].rate / floor}
+async def aba(floor_base: str, base: str, clinic: Clinic, *, total: int, concurrency: int) -> dict[str, Any]:
+    """Floor, clinicsync, floor at one concurrency; ratio against the mean of the floor runs."""
+    runs = []
+    for target in (floor_base, base, floor_base):
+        ours = target == base
+        runs.append(
+            await drive(
+                target,
+                "/api/v1/appointments" if ours else "/bookings",
+                clinic.booking,
+                clinic.headers if ours else {},
+                total=total,
+                concurrency=concurrency,
+            )
+        )
+    floor = (runs[0].rate + runs[2].rate) / 2
+    return {"floor": (runs[0], runs[2]), "clinicsync": runs[1], "ratio": runs[1].rate / floor}
+
+
+async def throughput(backend: str, fresh: Fresh, tmp: Path, sizes: Sizes) -> dict[int, Any]:
+    """A-B-A at each concurrency against one clinicsync process and one floor process."""
+    figures: dict[int, Any] = {}
+    url, cleanup = await fresh()
+    bare_url, bare_cleanup = await fresh()
+    try:
+        command, env, port = clinicsync_server(url, tmp / f"var-{backend}")
+        bare_command, bare_env, bare_port = await bare_server(bare_url)
+        async with process(command, env, port) as base, process(bare_command, bare_env, bare_port) as floor:
+            clinic = await open_clinic(base, url, sizes.practitioners)
+            for concurrency in sizes.concurrency:
+                progress(f"{backend}: throughput at {concurrency} clients")
+                figures[concurrency] = await aba(
+                    floor, base, clinic, total=sizes.requests, concurrency=concurrency
+                )
+    finally:
+        await cleanup()
+        await bare_cleanup()
     return figures
 
 
-async def seed_history(url: str, organization_token: str, practitioner_id: str, patient_id: str) -> None:
-    """50,000 past appointments left confirmed (never closed: the worst case for the active index)."""
+async def seed_history(
+    url: str, organization_token: str, practitioner_id: str, patient_id: str, count: int
+) -> None:
+    """``count`` past appointments left confirmed (never closed: the worst case for the active index)."""
     engine = create_engine(url)
     try:
         async with session_scope(create_sessionmaker(engine)) as session:
             principal, _ = await tenancy_service.authenticate(session, organization_token)
             organization_id = principal.organization_id
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
-            days=HISTORY // 20 + 2
-        )
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=count // 20 + 2)
         rows = []
-        for index in range(HISTORY):
+        for index in range(count):
             at = start + timedelta(minutes=30 * (index % 20) + 24 * 60 * (index // 20))
             rows.append(
                 {
@@ -306,130 +377,176 @@ async def seed_history(url: str, organization_token: str, practitioner_id: str, 
         for chunk in range(0, len(rows), 5000):
             async with session_scope(create_sessionmaker(engine)) as session:
                 await session.execute(insert(Appointment), rows[chunk : chunk + 5000])
+        # As autovacuum would soon after such an import: the planner sees the table's real size.
+        async with engine.connect() as connection:
+            await connection.execute(text("ANALYZE"))
+            await connection.commit()
     finally:
         await engine.dispose()
 
 
-async def history(backend: str, url: str, tmp: Path) -> dict[str, float]:
-    """Booking and a 14-day search for a practitioner with 50,000 past appointments vs one with none."""
-    command, env, port = clinicsync_server(url, tmp / f"var-history-{backend}")
-    async with process(command, env, port) as base:
-        clinic = await open_clinic(base, url, 2)
-        busy, empty = clinic.practitioner_ids
-        await seed_history(url, clinic.token, busy, clinic.patient_id)
-        figures: dict[str, float] = {}
-        async with httpx.AsyncClient(base_url=base, headers=clinic.headers, timeout=60) as http:
-            for name, practitioner in (("empty", empty), ("history", busy)):
-                solo = Clinic(
-                    clinic.token,
-                    clinic.patient_id,
-                    [practitioner],
-                    first_day=clinic.first_day + timedelta(days=3),
-                )
-                booked = await drive(
-                    base, "/api/v1/appointments", solo.booking, clinic.headers, total=200, concurrency=1
-                )
-                figures[f"book p50 ms ({name})"] = booked.p50
-                searches = []
-                for _ in range(30):
-                    started = time.perf_counter()
-                    response = await http.get(
-                        "/api/v1/slots",
-                        params={
-                            "from": str(clinic.first_day),
-                            "to": str(clinic.first_day + timedelta(days=13)),
-                            "practitioner_id": practitioner,
-                        },
-                    )
-                    searches.append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200, response.text
-                figures[f"14-day search p50 ms ({name})"] = statistics.median(searches)
-        figures["book history / empty"] = figures["book p50 ms (history)"] / figures["book p50 ms (empty)"]
-        figures["search history / empty"] = (
-            figures["14-day search p50 ms (history)"] / figures["14-day search p50 ms (empty)"]
-        )
-    return figures
+async def history(backend: str, fresh: Fresh, tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """Booking and a 14-day search for a practitioner with a long past vs one with none, in
+    alternating rounds (none, history, none, history, ...) so drift hits both alike."""
+    url, cleanup = await fresh()
+    try:
+        command, env, port = clinicsync_server(url, tmp / f"var-history-{backend}")
+        async with process(command, env, port) as base:
+            clinic = await open_clinic(base, url, 2)
+            busy, empty = clinic.practitioner_ids
+            progress(f"{backend}: seeding {sizes.history:,} past appointments")
+            await seed_history(url, clinic.token, busy, clinic.patient_id, sizes.history)
+            later = clinic.first_day + timedelta(days=3)
+            diaries = {
+                name: Clinic(clinic.token, clinic.patient_id, [pid], first_day=later)
+                for name, pid in (("none", empty), ("history", busy))
+            }
+            booked: dict[str, list[float]] = {"none": [], "history": []}
+            searched: dict[str, list[float]] = {"none": [], "history": []}
+            rounds = 4
+            progress(f"{backend}: booking and searching beside the history")
+            async with httpx.AsyncClient(base_url=base, headers=clinic.headers, timeout=60) as http:
+                for _ in range(rounds):
+                    for name, diary in diaries.items():
+                        load = await drive(
+                            base,
+                            "/api/v1/appointments",
+                            diary.booking,
+                            clinic.headers,
+                            total=max(1, sizes.history_bookings // rounds),
+                            concurrency=1,
+                        )
+                        booked[name] += load.latencies
+                        for _ in range(max(1, sizes.history_searches // rounds)):
+                            started = time.perf_counter()
+                            response = await http.get(
+                                "/api/v1/slots",
+                                params={
+                                    "from": str(clinic.first_day),
+                                    "to": str(clinic.first_day + timedelta(days=13)),
+                                    "practitioner_id": diary.practitioner_ids[0],
+                                    "limit": 2000,
+                                },
+                            )
+                            searched[name].append((time.perf_counter() - started) * 1000)
+                            assert response.status_code == 200, response.text
+    finally:
+        await cleanup()
+    return {"book": booked, "search": searched}
 
 
-async def search_beside_health(backend: str, url: str, tmp: Path) -> dict[str, float]:
-    """Four clients page through 60-day searches over 50 practitioners while /health is polled."""
-    command, env, port = clinicsync_server(url, tmp / f"var-search-{backend}")
-    async with process(command, env, port) as base:
-        clinic = await open_clinic(base, url, PRACTITIONERS, hours=("08:00", "18:00"))
-        health: list[float] = []
-        sizes: list[int] = []
-        counts: list[int] = []
-        done = asyncio.Event()
-        async with httpx.AsyncClient(base_url=base, headers=clinic.headers, timeout=120) as http:
+async def search_beside_health(backend: str, fresh: Fresh, tmp: Path, sizes: Sizes) -> dict[str, float]:
+    """Clients page through long searches over many practitioners while /health is polled."""
+    url, cleanup = await fresh()
+    try:
+        command, env, port = clinicsync_server(url, tmp / f"var-search-{backend}")
+        async with process(command, env, port) as base:
+            clinic = await open_clinic(base, url, sizes.search_practitioners, hours=("08:00", "18:00"))
+            health: list[float] = []
+            sizes_seen: list[int] = []
+            counts: list[int] = []
+            done = asyncio.Event()
+            async with httpx.AsyncClient(base_url=base, headers=clinic.headers, timeout=120) as http:
 
-            async def poll() -> None:
-                while not done.is_set():
+                async def probe() -> None:
                     started = time.perf_counter()
                     assert (await http.get("/health")).status_code == 200
                     health.append((time.perf_counter() - started) * 1000)
-                    await asyncio.sleep(0.02)
 
-            async def walk(days: int) -> None:
-                params: dict[str, Any] = {
-                    "from": str(clinic.first_day),
-                    "to": str(clinic.first_day + timedelta(days=days - 1)),
-                    "limit": 2000,
-                }
-                found = 0
-                while True:
-                    response = await http.get("/api/v1/slots", params=params)
-                    assert response.status_code == 200, response.text
-                    sizes.append(len(response.content))
-                    body = response.json()
-                    found += len(body["slots"])
-                    if body["next_cursor"] is None:
-                        break
-                    params["cursor"] = body["next_cursor"]
-                counts.append(found)
+                idle: list[float] = []
+                for _ in range(50):
+                    await probe()
+                    idle.append(health.pop())
 
-            poller = asyncio.create_task(poll())
-            started = time.perf_counter()
-            await asyncio.gather(*(walk(60) for _ in range(4)))
-            elapsed = time.perf_counter() - started
-            done.set()
-            await poller
-            ninety_started = time.perf_counter()
-            await walk(90)
-            ninety = time.perf_counter() - ninety_started
+                async def poll() -> None:
+                    while not done.is_set():
+                        await probe()
+                        await asyncio.sleep(0.02)
+
+                async def walk(days: int) -> None:
+                    params: dict[str, Any] = {
+                        "from": str(clinic.first_day),
+                        "to": str(clinic.first_day + timedelta(days=days - 1)),
+                        "limit": 2000,
+                    }
+                    found = 0
+                    while True:
+                        response = await http.get("/api/v1/slots", params=params)
+                        assert response.status_code == 200, response.text
+                        sizes_seen.append(len(response.content))
+                        body = response.json()
+                        found += len(body["slots"])
+                        if body["next_cursor"] is None:
+                            break
+                        params["cursor"] = body["next_cursor"]
+                    counts.append(found)
+
+                progress(f"{backend}: {sizes.search_clients} x {sizes.search_days}-day searches, /health")
+                poller = asyncio.create_task(poll())
+                started = time.perf_counter()
+                await asyncio.gather(*(walk(sizes.search_days) for _ in range(sizes.search_clients)))
+                elapsed = time.perf_counter() - started
+                done.set()
+                await poller
+                progress(f"{backend}: one {sizes.long_search_days}-day search")
+                long_started = time.perf_counter()
+                await walk(sizes.long_search_days)
+                long_search = time.perf_counter() - long_started
+    finally:
+        await cleanup()
     return {
-        "health p50 ms": statistics.median(health),
-        "health p99 ms": percentile(health, 0.99),
-        "4 x 60-day searches s": elapsed,
-        "slots per 60-day search": float(counts[0]),
-        "bytes per slot": sum(sizes[:-1]) / max(1, sum(counts[:4])) if len(sizes) > 1 else 0.0,
-        "largest page KB": max(sizes) / 1024,
-        "90-day search s": ninety,
-        "slots per 90-day search": float(counts[-1]),
+        "idle": statistics.median(idle),
+        "min": min(health),
+        "p50": statistics.median(health),
+        "p99": percentile(health, 0.99),
+        "max": max(health),
+        "samples": float(len(health)),
+        "searches s": elapsed,
+        "slots": float(counts[0]),
+        "bytes per slot": sum(sizes_seen) / max(1, sum(counts)),
+        "largest page KB": max(sizes_seen) / 1024,
+        "long s": long_search,
+        "long slots": float(counts[-1]),
     }
 
 
-async def workers(backend: str, make_url_: Callable[[], Any], tmp: Path, tries: int = 3) -> dict[str, float]:
-    """``clinicsync serve --workers 2`` on a fresh database, ``tries`` times: each must start,
-    answer and book through both workers, with the migrations applied once."""
+async def workers(backend: str, fresh: Fresh, tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """``clinicsync serve --workers N`` on a fresh database, ``worker_tries`` times: each must
+    start (migrating once) and book; the last try also runs A-B-A at the highest concurrency
+    against the floor with as many workers."""
     started_ok = 0
-    for attempt in range(tries):
-        url, cleanup = await make_url_()
+    result: dict[str, Any] = {"tries": sizes.worker_tries, "workers": sizes.workers}
+    concurrency = max(sizes.concurrency)
+    for attempt in range(sizes.worker_tries):
+        progress(f"{backend}: --workers {sizes.workers}, fresh database {attempt + 1}/{sizes.worker_tries}")
+        url, cleanup = await fresh()
         try:
-            command, env, port = clinicsync_server(
-                url, tmp / f"var-workers-{backend}-{attempt}", "--workers", "2"
-            )
+            var = tmp / f"var-workers-{backend}-{attempt}"
+            command, env, port = clinicsync_server(url, var, sizes.workers)
             async with process(command, env, port) as base:
-                clinic = await open_clinic(base, url, 2)
+                clinic = await open_clinic(base, url, sizes.practitioners)
                 await drive(
                     base, "/api/v1/appointments", clinic.booking, clinic.headers, total=40, concurrency=8
                 )
                 started_ok += 1
+                if attempt == sizes.worker_tries - 1:
+                    bare_url, bare_cleanup = await fresh()
+                    try:
+                        bare = await bare_server(bare_url, sizes.workers)
+                        async with process(*bare) as floor:
+                            progress(f"{backend}: --workers {sizes.workers} at {concurrency} clients")
+                            result["aba"] = await aba(
+                                floor, base, clinic, total=sizes.requests, concurrency=concurrency
+                            )
+                    finally:
+                        await bare_cleanup()
         finally:
             await cleanup()
-    return {"fresh starts with 2 workers that served bookings": float(started_ok), "tries": float(tries)}
+    result["started"] = started_ok
+    return result
 
 
-async def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], Any]]:
+async def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
     name = f"clinicsync_speed_{uuid.uuid4().hex[:8]}"
     plain = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(plain)
@@ -444,8 +561,8 @@ async def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], Any]]:
     return make_url(plain).set(database=name).render_as_string(hide_password=False), drop
 
 
-def fresh_sqlite(tmp: Path) -> Callable[[], Any]:
-    async def make() -> tuple[str, Callable[[], Any]]:
+def fresh_sqlite(tmp: Path) -> Fresh:
+    async def make() -> tuple[str, Callable[[], Awaitable[None]]]:
         path = tmp / f"{uuid.uuid4().hex[:8]}.sqlite3"
 
         async def nothing() -> None:
@@ -456,41 +573,29 @@ def fresh_sqlite(tmp: Path) -> Callable[[], Any]:
     return make
 
 
-async def run(arguments: argparse.Namespace) -> str:
-    backends: dict[str, Callable[[], Any]] = {}
+MEASURES = {"throughput": throughput, "history": history, "search": search_beside_health, "workers": workers}
+
+
+async def run(arguments: argparse.Namespace, sizes: Sizes) -> str:
+    backends: dict[str, Fresh] = {}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
-        backends["sqlite"] = fresh_sqlite(tmp)
-        if arguments.postgres_url:
+        if "sqlite" in arguments.backends:
+            backends["sqlite"] = fresh_sqlite(tmp)
+        if "postgresql" in arguments.backends and arguments.postgres_url:
+            admin_url = arguments.postgres_url
 
-            async def pg() -> tuple[str, Callable[[], Any]]:
-                return await fresh_postgres(arguments.postgres_url)
+            async def pg() -> tuple[str, Callable[[], Awaitable[None]]]:
+                return await fresh_postgres(admin_url)
 
             backends["postgresql"] = pg
         results: dict[str, dict[str, Any]] = {}
         for backend, fresh in backends.items():
-            figures: dict[str, Any] = {}
-            url, cleanup = await fresh()
-            bare_url, bare_cleanup = await fresh()
-            try:
-                figures["throughput"] = await throughput(backend, url, bare_url, tmp, arguments.requests)
-            finally:
-                await cleanup()
-                await bare_cleanup()
-            url, cleanup = await fresh()
-            try:
-                figures["history"] = await history(backend, url, tmp)
-            finally:
-                await cleanup()
-            url, cleanup = await fresh()
-            try:
-                figures["search"] = await search_beside_health(backend, url, tmp)
-            finally:
-                await cleanup()
-            figures["workers"] = await workers(backend, fresh, tmp)
-            results[backend] = figures
-            print(backend, figures, file=sys.stderr, flush=True)
-    return report(arguments, results)
+            results[backend] = {}
+            for section in arguments.only:
+                results[backend][section] = await MEASURES[section](backend, fresh, tmp, sizes)
+    progress("done")
+    return report(arguments, sizes, results)
 
 
 SECTION = "## Booking speed, history, fairness, search and workers"
@@ -507,118 +612,214 @@ def table_head(*columns: str) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
 
 
-def report(arguments: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str:
-    command = f"python -m bench.speed --requests {arguments.requests}" + (
-        " --postgres-url $CLINICSYNC_TEST_POSTGRES_URL" if arguments.postgres_url else ""
-    )
+def cpu_cell(first: Load, second: Load, ours: Load) -> str:
+    if first.server_cpu_ms is None or second.server_cpu_ms is None or ours.server_cpu_ms is None:
+        return "-"
+    floor = (first.server_cpu_ms + second.server_cpu_ms) / 2
+    return f"{floor:.1f} / {ours.server_cpu_ms:.1f}"
+
+
+def spread(samples: list[float]) -> str:
+    return f"{min(samples):.1f} / {statistics.median(samples):.1f} / {max(samples):.1f}"
+
+
+def report(arguments: argparse.Namespace, sizes: Sizes, results: dict[str, dict[str, Any]]) -> str:
     lines = [
         SECTION,
         "",
-        f"Command: `{command}` (one run; {platform.machine()}, {os.cpu_count()} cores shared with "
-        f"other work, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC).",
+        f"Command: `{arguments.command_line}`",
         "",
-        "### Bookings per second against the floor (A-B-A)",
-        "",
-        "The floor is bench/bare_app.py: same uvicorn, FastAPI, pydantic, SQLAlchemy and driver, a "
-        "POST that validates a body and INSERTs one comparable row in one transaction. clinicsync is "
-        "`clinicsync serve` (one process, log level WARNING) booking free, non-conflicting 15-minute "
-        f"slots over 50 practitioners. {arguments.requests} requests per run; ratio = clinicsync / "
-        "mean of the two floor runs. Target >= 0.5.",
-        "",
-        *table_head(
-            "database",
-            "clients",
-            "floor A1 req/s",
-            "clinicsync req/s",
-            "floor A2 req/s",
-            "ratio",
-            "clinicsync p50 ms",
-            "p99 ms",
-            "p99 / p50",
-        ),
+        f"One run; {platform.machine()}, {os.cpu_count()} cores shared with other work (load average "
+        f"{os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Only the ratios, taken side by side in this run, "
+        "are comparable between runs. Latencies are in ms, as min / p50 / p99 / max.",
     ]
-    for backend, figures in results.items():
-        for concurrency, run in figures["throughput"].items():
-            first, second = run["floor"]
-            ours = run["clinicsync"]
+    with_throughput = [b for b, r in results.items() if "throughput" in r]
+    if with_throughput:
+        lines += [
+            "",
+            "### Bookings per second against the floor (A-B-A)",
+            "",
+            "The floor is bench/bare_app.py: same uvicorn, FastAPI, pydantic, SQLAlchemy and driver, a "
+            "POST that validates a body and INSERTs one comparable row in one transaction. clinicsync is "
+            "`clinicsync serve` (one process, log level WARNING) booking free, non-conflicting 15-minute "
+            f"slots over {sizes.practitioners} practitioners. {sizes.requests} requests per run; ratio = "
+            "clinicsync / mean of the two floor runs. Target >= 0.5. The load generator shares the 2 "
+            "cores; its CPU share (of one core) during the clinicsync run is shown. Server CPU ms per "
+            "request is the server process's own CPU time (all threads) over the run divided by the "
+            "requests: the figure least moved by other work on the machine.",
+            "",
+            *table_head(
+                "database",
+                "clients",
+                "floor A1 req/s",
+                "clinicsync req/s",
+                "floor A2 req/s",
+                "ratio",
+                "floor latency",
+                "clinicsync latency",
+                "p99 / p50",
+                "server CPU ms/req, floor / clinicsync",
+                "client CPU",
+            ),
+        ]
+        for backend in with_throughput:
+            for concurrency, run in results[backend]["throughput"].items():
+                first, second = run["floor"]
+                ours = run["clinicsync"]
+                lines.append(
+                    f"| {backend} | {concurrency} | {first.rate:.0f} | {ours.rate:.0f} | {second.rate:.0f} | "
+                    f"{run['ratio']:.2f} | {first.spread()} | {ours.spread()} | "
+                    f"{ours.p99 / ours.p50:.1f} | {cpu_cell(first, second, ours)} | {ours.client_cpu:.2f} |"
+                )
+        lines += ["", "SQLite fairness target: p99 / p50 <= 5 at 10 and 50 clients (the sqlite rows above)."]
+    with_history = [b for b, r in results.items() if "history" in r]
+    if with_history:
+        lines += [
+            "",
+            f"### Cost flat in history ({sizes.history:,} past appointments of one practitioner, "
+            "left confirmed)",
+            "",
+            f"One server; {sizes.history_bookings} bookings (one client) and {sizes.history_searches} "
+            "14-day searches per practitioner, in alternating rounds: one practitioner with no past, one "
+            "with the history. Ratio = p50 with history / p50 with none. Target <= 1.2.",
+            "",
+            *table_head(
+                "database",
+                "book, none",
+                "book, history",
+                "ratio",
+                "14-day search, none",
+                "search, history",
+                "ratio",
+            ),
+        ]
+        for backend in with_history:
+            h = results[backend]["history"]
+            book, search = h["book"], h["search"]
             lines.append(
-                f"| {backend} | {concurrency} | {first.rate:.0f} | {ours.rate:.0f} | {second.rate:.0f} | "
-                f"{run['ratio']:.2f} | {ours.p50:.1f} | {ours.p99:.1f} | {ours.p99 / ours.p50:.1f} |"
+                f"| {backend} | {spread(book['none'])} | {spread(book['history'])} | "
+                f"{statistics.median(book['history']) / statistics.median(book['none']):.2f} | "
+                f"{spread(search['none'])} | {spread(search['history'])} | "
+                f"{statistics.median(search['history']) / statistics.median(search['none']):.2f} |"
             )
-    lines += [
-        "",
-        "SQLite fairness target: p99 / p50 <= 5 at 10 and 50 clients (the sqlite rows above).",
-        "",
-        f"### Cost flat in history ({HISTORY:,} past appointments of one practitioner, left confirmed)",
-        "",
-        *table_head(
-            "database",
-            "book p50 ms, none",
-            "book p50 ms, history",
-            "ratio",
-            "14-day search p50 ms, none",
-            "with history",
-            "ratio",
-        ),
-    ]
-    for backend, figures in results.items():
-        h = figures["history"]
-        lines.append(
-            f"| {backend} | {h['book p50 ms (empty)']:.1f} | {h['book p50 ms (history)']:.1f} | "
-            f"{h['book history / empty']:.2f} | {h['14-day search p50 ms (empty)']:.1f} | "
-            f"{h['14-day search p50 ms (history)']:.1f} | {h['search history / empty']:.2f} |"
-        )
-    lines += [
-        "",
-        "Target: both ratios <= 1.2.",
-        "",
-        "### Slot search beside /health (4 clients paging 60-day searches over 50 practitioners, limit 2000)",
-        "",
-        *table_head(
-            "database",
-            "/health p50 ms",
-            "/health p99 ms",
-            "4 searches s",
-            "slots per search",
-            "bytes per slot",
-            "largest page KB",
-            "90-day search s",
-            "90-day slots",
-        ),
-    ]
-    for backend, figures in results.items():
-        s = figures["search"]
-        lines.append(
-            f"| {backend} | {s['health p50 ms']:.1f} | {s['health p99 ms']:.1f} | "
-            f"{s['4 x 60-day searches s']:.1f} | "
-            f"{s['slots per 60-day search']:.0f} | {s['bytes per slot']:.0f} | {s['largest page KB']:.0f} | "
-            f"{s['90-day search s']:.1f} | {s['slots per 90-day search']:.0f} |"
-        )
-    lines += [
-        "",
-        "Target: /health p99 < 50 ms during the searches.",
-        "",
-        "### Several workers",
-        "",
-        "| database | fresh databases started with `clinicsync serve --workers 2` and booked through |",
-        "| --- | --- |",
-    ]
-    for backend, figures in results.items():
-        w = figures["workers"]
-        lines.append(
-            f"| {backend} | {w['fresh starts with 2 workers that served bookings']:.0f} of {w['tries']:.0f} |"
-        )
+        lines += ["", "(min / p50 / max per cell.)"]
+    with_search = [b for b, r in results.items() if "search" in r]
+    if with_search:
+        lines += [
+            "",
+            f"### Slot search beside /health ({sizes.search_clients} clients paging {sizes.search_days}-day "
+            f"searches over {sizes.search_practitioners} practitioners, 08:00-18:00 every day, limit 2000)",
+            "",
+            *table_head(
+                "database",
+                "/health idle p50",
+                "/health during searches (min / p50 / p99 / max)",
+                "samples",
+                "searches s",
+                "slots per search",
+                "bytes per slot",
+                "largest page KB",
+                f"{sizes.long_search_days}-day search s",
+                f"{sizes.long_search_days}-day slots",
+            ),
+        ]
+        for backend in with_search:
+            s = results[backend]["search"]
+            lines.append(
+                f"| {backend} | {s['idle']:.1f} | {s['min']:.1f} / {s['p50']:.1f} / {s['p99']:.1f} / "
+                f"{s['max']:.1f} | {s['samples']:.0f} | {s['searches s']:.1f} | {s['slots']:.0f} | "
+                f"{s['bytes per slot']:.0f} | {s['largest page KB']:.0f} | {s['long s']:.1f} | "
+                f"{s['long slots']:.0f} |"
+            )
+        lines += ["", "Target: /health p99 < 50 ms during the searches."]
+    with_workers = [b for b, r in results.items() if "workers" in r]
+    if with_workers:
+        lines += [
+            "",
+            f"### Several workers (`clinicsync serve --workers {sizes.workers}`)",
+            "",
+            "Each try is a fresh database: the server must start (the parent migrates once), open a "
+            "clinic and book through its workers. On the last try, A-B-A against the floor run with "
+            f"as many uvicorn workers, at {max(sizes.concurrency)} clients.",
+            "",
+            *table_head(
+                "database",
+                "fresh starts that booked",
+                "floor A1 req/s",
+                "clinicsync req/s",
+                "floor A2 req/s",
+                "ratio",
+                "clinicsync latency",
+            ),
+        ]
+        for backend in with_workers:
+            w = results[backend]["workers"]
+            cells = "| - | - | - | - | - |"
+            if "aba" in w:
+                first, second = w["aba"]["floor"]
+                ours = w["aba"]["clinicsync"]
+                cells = (
+                    f"| {first.rate:.0f} | {ours.rate:.0f} | {second.rate:.0f} | "
+                    f"{w['aba']['ratio']:.2f} | {ours.spread()} |"
+                )
+            lines.append(f"| {backend} | {w['started']} of {w['tries']} {cells}")
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=300, help="bookings per throughput run")
+    parser.add_argument("--practitioners", type=int, default=50)
+    parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--history", type=int, default=50_000, help="past appointments of one practitioner")
+    parser.add_argument("--history-bookings", type=int, default=120)
+    parser.add_argument("--history-searches", type=int, default=20)
+    parser.add_argument("--search-practitioners", type=int, default=50)
+    parser.add_argument("--search-days", type=int, default=60)
+    parser.add_argument("--search-clients", type=int, default=4)
+    parser.add_argument("--long-search-days", type=int, default=90)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-tries", type=int, default=2)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run: " + ",".join(SECTIONS))
     parser.add_argument("--postgres-url", default=os.environ.get("CLINICSYNC_TEST_POSTGRES_URL"))
-    parser.add_argument("--output", default="BENCHMARKS.md")
+    parser.add_argument("--output", default="BENCHMARKS.md", help="section rewritten there; - for none")
     args = parser.parse_args()
-    text = asyncio.run(run(args))
-    write_section(Path(args.output), text)
-    sys.stdout.write(text)
+    args.only = [name for name in args.only.split(",") if name]
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown sections {sorted(unknown)}")
+    args.backends = args.backends.split(",")
+    # The command as run, without the database's address.
+    shown = list(sys.argv[1:])
+    for index in range(1, len(shown)):
+        if shown[index - 1] == "--postgres-url":
+            shown[index] = "$CLINICSYNC_TEST_POSTGRES_URL"
+    from_environment = args.postgres_url and "--postgres-url" not in shown
+    prefix = ["CLINICSYNC_TEST_POSTGRES_URL=..."] if from_environment else []
+    args.command_line = " ".join([*prefix, "python -m bench.speed", *shown])
+    sizes = Sizes(
+        requests=args.requests,
+        practitioners=args.practitioners,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        history=args.history,
+        history_bookings=args.history_bookings,
+        history_searches=args.history_searches,
+        search_practitioners=args.search_practitioners,
+        search_days=args.search_days,
+        search_clients=args.search_clients,
+        long_search_days=args.long_search_days,
+        workers=args.workers,
+        worker_tries=args.worker_tries,
+    )
+    text_ = asyncio.run(run(args, sizes))
+    if args.output != "-":
+        write_section(Path(args.output), text_)
+    sys.stdout.write(text_)
+
+
+if __name__ == "__main__":
+    main()

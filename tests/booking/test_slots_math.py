@@ -13,7 +13,9 @@ from clinicsync.booking.slots import (
     WeeklyInterval,
     fits_availability,
     free_slots,
+    grid_starts,
     local_windows,
+    on_grid,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -152,3 +154,31 @@ def test_busy_times_find_overlaps_among_nested_and_unsorted_intervals() -> None:
     assert not busy.overlaps(at, at + timedelta(hours=1))
     assert busy.overlaps(at + timedelta(hours=5, minutes=59), at + timedelta(hours=7))
     assert not BusyTimes([]).overlaps(at, at + timedelta(hours=1))
+
+
+def test_booking_grid_check_agrees_with_the_grid_search_offers_across_dst_and_odd_windows() -> None:
+    """Booking asks on_grid instead of building the day's grid; it must answer exactly as
+    membership in grid_starts does, including both 01:30s of a fall-back night and the missing
+    hour of a spring-forward one, windows opening off the hour, and lengths that overrun."""
+    weekly = [
+        WeeklyInterval(day, start, end)
+        for day in range(7)
+        for start, end in ((time(0, 0), time(3, 10)), (time(9, 5), time(12, 0)), (time(13, 0), time(23, 59)))
+    ]
+    overrides = [DateOverride(date(2027, 7, 1), time(12, 0), time(12, 40), True)]
+    days = (date(2027, 11, 7), date(2027, 3, 14), date(2027, 7, 1))
+    for day, interval, minutes in itertools.product(days, (10, 15, 30), (10, 30, 45)):
+        grid_args = {
+            "day": day,
+            "zone": NEW_YORK,
+            "weekly": weekly,
+            "overrides": overrides,
+            "duration": timedelta(minutes=minutes),
+            "interval": timedelta(minutes=interval),
+        }
+        offered = set(grid_starts(**grid_args))  # type: ignore[arg-type]
+        opening = datetime.combine(day, time(0, 0), tzinfo=NEW_YORK).astimezone(UTC) - timedelta(hours=1)
+        candidates = [opening + timedelta(minutes=5 * step) for step in range(12 * 27)]
+        assert offered <= set(candidates)
+        for start in candidates:
+            assert on_grid(start, **grid_args) == (start in offered), (day, interval, minutes, start)  # type: ignore[arg-type]

@@ -399,7 +399,11 @@ async def create_appointment(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     result = await sync.create_appointment(session, principal, body, idempotency_key=idempotency_key)
-    shown = await views.appointment_with_refs(session, principal, result.appointment)
+    if result.record is not None:
+        # Inserted by this very transaction: no PMS has been told of it yet, so it has no refs.
+        shown = AppointmentWithSync(**result.appointment.model_dump(), external_refs=[])
+    else:
+        shown = await views.appointment_with_refs(session, principal, result.appointment)
     headers = {
         "ETag": _etag(result.appointment.version),
         "Location": f"/api/v1/appointments/{result.appointment.id}",

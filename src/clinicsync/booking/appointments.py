@@ -357,15 +357,14 @@ async def check_bookable(
         )
     if override:
         return
-    grid = slot_math.grid_starts(
-        day=day,
-        zone=zone,
-        weekly=weekly,
-        overrides=overrides,
-        duration=end - start,
-        interval=timedelta(minutes=organization.slot_interval_minutes),
-    )
-    if start not in grid:
+    interval = timedelta(minutes=organization.slot_interval_minutes)
+    if not slot_math.on_grid(
+        start, day=day, zone=zone, weekly=weekly, overrides=overrides, duration=end - start, interval=interval
+    ):
+        # Only a refusal builds the whole day's grid, for the nearest time to suggest.
+        grid = slot_math.grid_starts(
+            day=day, zone=zone, weekly=weekly, overrides=overrides, duration=end - start, interval=interval
+        )
         nearest = min(grid, key=lambda candidate: abs(candidate - start), default=None)
         hint = f"; the nearest is {search.label(nearest.astimezone(zone))}" if nearest else ""
         raise ValidationFailed(

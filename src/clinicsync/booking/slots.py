@@ -153,6 +153,37 @@ def grid_starts(
     return sorted(starts)
 
 
+def on_grid(
+    start: datetime,
+    *,
+    day: date,
+    zone: ZoneInfo,
+    weekly: Sequence[WeeklyInterval],
+    overrides: Sequence[DateOverride],
+    duration: timedelta,
+    interval: timedelta,
+) -> bool:
+    """``start in grid_starts(...)`` without building the day's grid (booking asks this once per
+    request): the wall-clock reading of ``start`` must be a whole number of steps from the
+    opening of a window that holds it, and the appointment must fit that window's instants.
+
+    The same question as grid_starts asks of every step: a step's instants are exactly the
+    instants whose wall clock reads that step, so only the step equal to ``start``'s own wall
+    reading can produce it.
+    """
+    wall = start.astimezone(zone).replace(tzinfo=None, fold=0)
+    if wall.date() != day:
+        return False
+    for window in local_windows(day, weekly, overrides):
+        opening, closing = datetime.combine(day, window[0]), datetime.combine(day, window[1])
+        if not opening <= wall < closing or (wall - opening) % interval:
+            continue
+        window_start_utc, window_end_utc = _window_bounds_utc(day, window, zone)
+        if start >= window_start_utc and start + duration <= window_end_utc:
+            return True
+    return False
+
+
 class BusyTimes:
     """Busy intervals answering "does [start, end) overlap any?" in O(log n).
 

@@ -1,0 +1,113 @@
+"""A booking costs a fixed, small number of SQL statements, whatever the clinic's history.
+
+Counted with SQLAlchemy's cursor event on every engine in the process, keeping only the
+statements run on behalf of one request (matched by its X-Request-ID), so background work of
+the server cannot blur the count. A change that adds a round trip to the booking path (a
+lookup, a refresh, a second clash query, a read-back) fails here first; one that removes a
+round trip should lower the pinned numbers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from sqlalchemy import event, insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clinicsync.booking.models import Appointment
+from clinicsync.db.engine import session_scope
+from tests.factories import Clinic, booking, future_day
+
+# Per booking: the token (with its user and organization), the organization's sync settings,
+# practitioner and patient in one query, the day's hours and overrides in one query, the bounded
+# clash check, the INSERT, the sync audit row and the change event. SQLite adds its two BEGINs
+# (the deferred read transaction, then BEGIN IMMEDIATE for the writes); PostgreSQL takes the
+# organization's change-event lock and queues the notification. An Idempotency-Key adds the
+# INSERT of its record, nothing else.
+EXPECTED = {"sqlite": 10, "postgresql": 10}
+WITH_KEY = 1
+
+
+class Statements:
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+
+    def record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id is not None:
+            self.seen.setdefault(request_id, []).append(" ".join(statement.split())[:90])
+
+
+@pytest.fixture
+def statements() -> Iterator[Statements]:
+    counter = Statements()
+    event.listen(Engine, "before_cursor_execute", counter.record)
+    yield counter
+    event.remove(Engine, "before_cursor_execute", counter.record)
+
+
+async def _book(
+    client: httpx.AsyncClient, clinic: Clinic, start: datetime, statements: Statements, key: str | None = None
+) -> list[str]:
+    request_id = uuid.uuid4().hex
+    headers = {**clinic.headers, "X-Request-ID": request_id}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    response = await client.post("/api/v1/appointments", json=booking(clinic, start), headers=headers)
+    assert response.status_code == 201, response.text
+    return statements.seen.get(request_id, [])
+
+
+async def _past_appointments(maker: async_sessionmaker[AsyncSession], clinic: Clinic, count: int) -> None:
+    """A long confirmed past for the practitioner, written as a PMS import would."""
+    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=count // 10 + 2)
+    rows = []
+    for index in range(count):
+        at = first + timedelta(hours=index % 10, days=index // 10)
+        rows.append(
+            {
+                "id": uuid.uuid4(),
+                "organization_id": clinic.tenant.organization_id,
+                "patient_id": clinic.patient_id,
+                "practitioner_id": clinic.practitioner_id,
+                "starts_at": at,
+                "ends_at": at + timedelta(minutes=30),
+                "blocked_from": at,
+                "blocked_until": at + timedelta(minutes=30),
+                "status": "confirmed",
+                "booking_source": "pms_sync",
+                "booking_reference": f"P{index:09d}",
+                "practitioner_name": "Dr. Ada Byron",
+            }
+        )
+    async with session_scope(maker) as session:
+        await session.execute(insert(Appointment), rows)
+
+
+async def test_a_booking_costs_the_same_few_statements_with_or_without_a_long_history(
+    client: httpx.AsyncClient,
+    clinic: Clinic,
+    backend: str,
+    statements: Statements,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    day = future_day(5)
+    await _book(client, clinic, clinic.local(day, 9), statements)  # warms the server's caches
+    fresh = await _book(client, clinic, clinic.local(day, 10), statements)
+    assert len(fresh) == EXPECTED[backend], "\n".join(fresh)
+    assert sum(s.startswith("INSERT INTO appointments") for s in fresh) == 1
+    assert not any(s.startswith(("UPDATE", "DELETE")) for s in fresh), fresh
+
+    await _past_appointments(sessionmaker, clinic, 2000)
+    later = await _book(client, clinic, clinic.local(day, 11), statements)
+    assert len(later) == EXPECTED[backend], "\n".join(later)
+
+    keyed = await _book(client, clinic, clinic.local(day, 12), statements, key=f"k-{uuid.uuid4().hex}")
+    assert len(keyed) == EXPECTED[backend] + WITH_KEY, "\n".join(keyed)
