@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,11 +38,14 @@ WITH_KEY = 1
 class Statements:
     def __init__(self) -> None:
         self.seen: dict[str, list[str]] = {}
+        self.clash_checks: list[tuple[str, Any]] = []  # as sent to the driver, with parameters
 
-    def record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if request_id is not None:
             self.seen.setdefault(request_id, []).append(" ".join(statement.split())[:90])
+            if "FROM appointments" in statement and "blocked_from" in statement:
+                self.clash_checks.append((statement, parameters))
 
 
 @pytest.fixture
@@ -111,3 +114,34 @@ async def test_a_booking_costs_the_same_few_statements_with_or_without_a_long_hi
 
     keyed = await _book(client, clinic, clinic.local(day, 12), statements, key=f"k-{uuid.uuid4().hex}")
     assert len(keyed) == EXPECTED[backend] + WITH_KEY, "\n".join(keyed)
+
+
+async def test_the_clash_check_reads_a_range_of_the_active_index_bounded_on_both_sides(
+    client: httpx.AsyncClient,
+    clinic: Clinic,
+    backend: str,
+    statements: Statements,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Cost flat in history: the booking's own clash query, as sent, is planned as a range of the
+    partial active-appointments index with both ends bounded, never a scan of the diary."""
+    await _past_appointments(sessionmaker, clinic, 2000)
+    async with session_scope(sessionmaker) as session:
+        await session.execute(text("ANALYZE"))
+    await _book(client, clinic, clinic.local(future_day(5), 9), statements)
+    statement, parameters = statements.clash_checks[-1]
+    async with sessionmaker() as session:
+        connection = await session.connection()
+        if backend == "sqlite":
+            rows = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan = " | ".join(str(row[-1]) for row in rows)
+            assert "USING INDEX ix_appointments_active_practitioner_blocked_from" in plan, plan
+            assert "blocked_from>? AND blocked_from<?" in plan, plan
+            assert "SCAN appointments" not in plan, plan
+        else:
+            rows = await connection.exec_driver_sql("EXPLAIN " + statement, parameters)
+            plan = "\n".join(str(row[0]) for row in rows)
+            assert "ix_appointments_active_practitioner_blocked_from" in plan, plan
+            conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+            assert any("blocked_from >" in line and "blocked_from <" in line for line in conditions), plan
+            assert "Seq Scan on appointments" not in plan, plan

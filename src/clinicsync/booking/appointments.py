@@ -25,6 +25,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from clinicsync.booking import appointment_types, search, service
 from clinicsync.booking import slots as slot_math
 from clinicsync.booking.models import (
+    ACTIVE_CONDITION,
     ACTIVE_STATUSES,
     MAX_BLOCK,
     Appointment,
@@ -273,7 +274,7 @@ async def _conflicting(
     query = select(Appointment).where(
         Appointment.organization_id == organization_id,
         Appointment.practitioner_id == practitioner_id,
-        Appointment.status.in_(ACTIVE_STATUSES),
+        ACTIVE_CONDITION,
         Appointment.blocked_from > blocked_from - MAX_BLOCK,
         Appointment.blocked_from < blocked_until,
         Appointment.blocked_until > blocked_from,

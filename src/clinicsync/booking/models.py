@@ -24,6 +24,10 @@ class AppointmentStatus(enum.StrEnum):
 # Statuses that hold the practitioner's time. The overlap constraint and trigger list the same values.
 ACTIVE_STATUSES = (AppointmentStatus.PENDING, AppointmentStatus.CONFIRMED)
 ACTIVE_SQL = "status IN ('pending', 'confirmed')"
+# The active condition as the partial index states it, for the overlap reads. SQLite uses a
+# partial index only for a query that repeats the index's WHERE literally (bound parameters,
+# as in status IN (?, ?), can't be proven to match), and otherwise scans the whole table.
+ACTIVE_CONDITION = text(ACTIVE_SQL)
 # The longest an appointment may block a diary, buffers included (a database check enforces it).
 # Overlap checks look back this far and no further, so their cost is flat in the diary's history.
 MAX_BLOCK = timedelta(hours=24)

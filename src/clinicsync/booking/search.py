@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking import appointment_types, service
 from clinicsync.booking import slots as slot_math
-from clinicsync.booking.models import ACTIVE_STATUSES, MAX_BLOCK, Appointment, AppointmentType
+from clinicsync.booking.models import ACTIVE_CONDITION, MAX_BLOCK, Appointment, AppointmentType
 from clinicsync.booking.paging import decode_cursor, encode_cursor
 from clinicsync.db.base import utcnow
 from clinicsync.errors import Forbidden, ValidationFailed
@@ -164,7 +164,7 @@ async def busy_times(
         select(Appointment.practitioner_id, Appointment.blocked_from, Appointment.blocked_until).where(
             Appointment.organization_id == organization_id,
             Appointment.practitioner_id.in_(practitioner_ids),
-            Appointment.status.in_(ACTIVE_STATUSES),
+            ACTIVE_CONDITION,
             Appointment.blocked_from > range_start - MAX_BLOCK,
             Appointment.blocked_from < range_end,
             Appointment.blocked_until > range_start,
