@@ -84,7 +84,7 @@ DESCRIPTIONS: Mapping[Capability, str] = MappingProxyType(
         Capability.PRACTITIONERS_MANAGE: "create, change and remove practitioners",
         Capability.AVAILABILITY_READ: "read weekly hours and date overrides",
         Capability.AVAILABILITY_MANAGE: "change weekly hours and overrides (practitioners: their own)",
-        Capability.SLOTS_SEARCH: "search free slots",
+        Capability.SLOTS_SEARCH: "search free slots and read the PMS's schedule slots (times and counts)",
         Capability.APPOINTMENT_TYPES_READ: "list and read appointment types (service: those bookable online)",
         Capability.APPOINTMENT_TYPES_MANAGE: "create and change appointment types",
         Capability.PATIENTS_LIST: "list and search the patient register (practitioners: their own patients)",
