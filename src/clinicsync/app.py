@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.sessionmaker,
             settings.database_url,
             poll_seconds=settings.events_poll_seconds,
+            heartbeat_seconds=settings.events_heartbeat_seconds,
             retention=timedelta(hours=settings.events_retention_hours),
         )
         await hub.start()

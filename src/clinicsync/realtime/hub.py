@@ -23,13 +23,18 @@ from clinicsync.realtime.service import Audience, Delivery
 log = get_logger(__name__)
 
 SUBSCRIBER_QUEUE_SIZE = 1000
+# Put on every subscriber's queue by the hub's one heartbeat timer: one timer per process instead
+# of a timeout around every wait of every stream.
+HEARTBEAT = None
 
 
 @dataclass(eq=False)
 class Subscriber:
     audience: Audience
     start_id: int
-    queue: asyncio.Queue[Delivery] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE_SIZE))
+    queue: asyncio.Queue[Delivery | None] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE_SIZE)
+    )
     # Set when the queue overflowed: the stream catches up from the database instead.
     overflowed: bool = False
 
@@ -41,6 +46,10 @@ class Subscriber:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def beat(self) -> None:
+        if self.queue.empty():
+            self.queue.put_nowait(HEARTBEAT)
+
 
 class Hub:
     def __init__(
@@ -49,12 +58,14 @@ class Hub:
         database_url: str,
         *,
         poll_seconds: float = 5.0,
+        heartbeat_seconds: float = 15.0,
         retention: timedelta = timedelta(days=7),
         prune_seconds: float = 600.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._database_url = database_url
         self._poll_seconds = poll_seconds
+        self._heartbeat_seconds = heartbeat_seconds
         self._retention = retention
         self._prune_seconds = prune_seconds
         self._subscribers: dict[uuid.UUID, set[Subscriber]] = {}
@@ -72,6 +83,7 @@ class Hub:
         add_commit_listener(self.wake)
         self._tasks.append(asyncio.create_task(self._dispatch_forever(), name="realtime-dispatch"))
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="realtime-prune"))
+        self._tasks.append(asyncio.create_task(self._heartbeat_forever(), name="realtime-heartbeat"))
         if self.is_postgres:
             self._tasks.append(asyncio.create_task(self._listen_forever(), name="realtime-listen"))
 
@@ -136,6 +148,13 @@ class Hub:
                     subscriber.offer(event)
             if len(events) < 500:
                 return
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            for group in list(self._subscribers.values()):
+                for subscriber in list(group):
+                    subscriber.beat()
 
     def _listen_dsn(self) -> str:
         return make_url(self._database_url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -12,7 +12,8 @@ from clinicsync.booking.models import (
     Practitioner,
 )
 from clinicsync.realtime.registry import track
-from clinicsync.sync.models import IntegrationSyncConfig
+from clinicsync.sync.inbound_models import SyncConflict
+from clinicsync.sync.models import IntegrationSyncConfig, OutboxItem
 
 
 def _patient_display(patient: Any) -> str:
@@ -51,5 +52,22 @@ track(Patient, "patient", owned=True, display=_patient_display)
 track(
     IntegrationSyncConfig,
     "sync_config",
-    fields=("integration_id", "sync_enabled", "sync_direction", "last_sync_status"),
+    fields=(
+        "integration_id",
+        "sync_enabled",
+        "sync_direction",
+        "last_sync_status",
+    ),
+)
+# Outbox items and conflicts: the ids, states and field names an admin screen needs to redraw,
+# never the pushed payload or the differing values (they hold patient details).
+track(
+    OutboxItem,
+    "outbox_item",
+    fields=("integration_id", "record_type", "record_id", "operation", "status", "attempts", "last_error_code"),
+)
+track(
+    SyncConflict,
+    "sync_conflict",
+    fields=("integration_id", "record_type", "record_id", "reason", "status", "fields"),
 )
