@@ -13,6 +13,7 @@ import sys
 import time as time_module
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 from pathlib import Path
@@ -139,21 +140,22 @@ async def _seed(database_url: str) -> dict[str, Any]:
         await engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def clinic_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededClinic]:
-    seeded = run_async(_seed(database_url))
-    environment = {
+@contextmanager
+def server_process(database_url: str, var_dir: Path, **environment: str) -> Iterator[str]:
+    """``clinicsync serve`` in a process of its own on a free port; yields its base URL."""
+    env = {
         **os.environ,
         "CLINICSYNC_DATABASE_URL": database_url,
         "CLINICSYNC_MIGRATE_ON_START": "false",
         "CLINICSYNC_SECRET_KEY": "test-secret-key-for-encryption-only",
-        "CLINICSYNC_VAR_DIR": str(tmp_path_factory.mktemp("e2e-var")),
+        "CLINICSYNC_VAR_DIR": str(var_dir),
         "CLINICSYNC_ENVIRONMENT": "test",
         "CLINICSYNC_LOG_LEVEL": "WARNING",
+        **environment,
     }
     port = free_port()
     command = [sys.executable, "-m", "clinicsync.cli", "serve", "--port", str(port)]
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base_url) as http:
@@ -164,10 +166,17 @@ def clinic_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
                         break
                 except httpx.TransportError:
                     time_module.sleep(0.1)
-        yield SeededClinic(base_url=base_url, **seeded)
+        yield base_url
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def clinic_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededClinic]:
+    seeded = run_async(_seed(database_url))
+    with server_process(database_url, tmp_path_factory.mktemp("e2e-var")) as base_url:
+        yield SeededClinic(base_url=base_url, **seeded)
 
 
 def sign_in(context: BrowserContext, clinic: SeededClinic, email: str) -> None:

@@ -7,8 +7,8 @@ Registering a model is one line in ``tracked.py``::
 * ``fields`` are copied into the event's payload. Name only ids, times, statuses and display
   names: events are shown to everyone in the organization who may see the entity, so no contact
   details, dates of birth or notes.
-* ``practitioner`` names the attribute holding the practitioner whose diary the row touches;
-  practitioners receive only events carrying their own id.
+* ``practitioner`` names the attribute holding the practitioner whose diary the row touches (or
+  is a function of the row that finds it); practitioners receive only events carrying their own id.
 * ``owned=True``: the user who created the row keeps receiving its events (service accounts see
   only what they booked or registered).
 * ``entity_id`` other than ``"id"`` folds every row sharing that value into one ``updated`` event
@@ -31,7 +31,7 @@ class Tracked:
     model: type[Any]
     entity: str
     fields: tuple[str, ...] = ()
-    practitioner: str | None = None
+    practitioner: str | Callable[[Any], uuid.UUID | None] | None = None
     owned: bool = False
     entity_id: str = "id"
     display: Callable[[Any], str] | None = None
@@ -47,6 +47,8 @@ class Tracked:
         return payload
 
     def practitioner_of(self, source: Any) -> uuid.UUID | None:
+        if callable(self.practitioner):
+            return self.practitioner(source)
         value = getattr(source, self.practitioner, None) if self.practitioner else None
         return value if isinstance(value, uuid.UUID) else None
 
@@ -59,7 +61,7 @@ def track(
     entity: str,
     *,
     fields: tuple[str, ...] = (),
-    practitioner: str | None = None,
+    practitioner: str | Callable[[Any], uuid.UUID | None] | None = None,
     owned: bool = False,
     entity_id: str = "id",
     display: Callable[[Any], str] | None = None,

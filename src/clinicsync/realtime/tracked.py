@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from clinicsync.booking.models import (
@@ -20,6 +21,15 @@ def _patient_display(patient: Any) -> str:
     # First name and last initial: enough to recognise a booking, not enough to identify a person.
     last = (patient.last_name or "")[:1]
     return f"{patient.first_name} {last}." if last else str(patient.first_name)
+
+
+def _outbox_practitioner(item: Any) -> uuid.UUID | None:
+    # An appointment's push names its practitioner, who then sees its sync state change live.
+    value = (item.payload or {}).get("practitioner_id") if isinstance(item.payload, dict) else None
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 APPOINTMENT_FIELDS = (
@@ -64,7 +74,16 @@ track(
 track(
     OutboxItem,
     "outbox_item",
-    fields=("integration_id", "record_type", "record_id", "operation", "status", "attempts", "last_error_code"),
+    practitioner=_outbox_practitioner,
+    fields=(
+        "integration_id",
+        "record_type",
+        "record_id",
+        "operation",
+        "status",
+        "attempts",
+        "last_error_code",
+    ),
 )
 track(
     SyncConflict,

@@ -40,6 +40,7 @@ def navigation(principal: Principal | None) -> list[tuple[str, str]]:
             ("/admin/practitioners", "Practitioners"),
             ("/admin/users", "Users"),
             ("/admin/keys", "API keys"),
+            ("/admin/sync", "Sync"),
         ]
     return links
 

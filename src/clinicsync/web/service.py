@@ -16,6 +16,9 @@ from clinicsync.booking.models import ACTIVE_STATUSES, Appointment, Practitioner
 from clinicsync.booking.slots import Slot as SlotRead
 from clinicsync.db.base import utcnow
 from clinicsync.errors import ClinicSyncError
+from clinicsync.sync import refs
+from clinicsync.sync.models import RecordType
+from clinicsync.sync.schemas import ExternalRefRead
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.principal import Principal
@@ -105,6 +108,8 @@ class DiaryEntry:
     local_start: datetime
     local_end: datetime
     patient_name: str
+    # Where the appointment stands in each connected PMS (none when nothing syncs).
+    sync: list[ExternalRefRead]
 
 
 async def diary(
@@ -129,6 +134,9 @@ async def diary(
         limit=500,
     )
     names: dict[uuid.UUID, str] = {}
+    sync = await refs.refs_by_record(
+        session, principal.organization_id, RecordType.APPOINTMENT, [item.id for item in items]
+    )
     entries = []
     for item in items:
         if item.patient_id not in names:
@@ -139,7 +147,11 @@ async def diary(
                 names[item.patient_id] = "Patient"
         entries.append(
             DiaryEntry(
-                item, item.starts_at.astimezone(zone), item.ends_at.astimezone(zone), names[item.patient_id]
+                item,
+                item.starts_at.astimezone(zone),
+                item.ends_at.astimezone(zone),
+                names[item.patient_id],
+                sync.get(item.id, []),
             )
         )
     return entries

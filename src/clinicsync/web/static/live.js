@@ -14,8 +14,18 @@
     return true;
   }
 
+  function busy(region) {
+    // Someone is typing or choosing inside: redraw once they leave it, not under their fingers.
+    const active = document.activeElement;
+    return active && region.contains(active) && active.matches("input:not([type=radio]), select, textarea");
+  }
+
   async function refresh(region) {
     if (region.hasAttribute("data-live-reload")) { window.location.reload(); return; }
+    if (busy(region)) {
+      region.addEventListener("focusout", () => schedule(region), { once: true });
+      return;
+    }
     const selected = region.querySelector("input[type=radio]:checked");
     const url = new URL(region.dataset.liveUrl, window.location.href);
     if (selected) url.searchParams.set("selected", selected.value);
