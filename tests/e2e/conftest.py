@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from clinicsync.booking import service as booking_service
 from clinicsync.booking.schemas import AvailabilityInterval, PractitionerCreate, WeeklyAvailability
@@ -212,3 +212,14 @@ def free_day(clinic: SeededClinic, offset: int = 3) -> date:
 
 def api(clinic: SeededClinic) -> httpx.Client:
     return httpx.Client(base_url=clinic.base_url, headers=clinic.owner_headers, timeout=30)
+
+
+def serious_violations(page: Page, axe: str) -> list[str]:
+    """axe-core's serious and critical violations on the page, one line each."""
+    page.add_script_tag(content=axe)
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[node['target'] for node in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
 
-from tests.e2e.conftest import SCREENSHOTS, SeededClinic, api, free_day
+from tests.e2e.conftest import SCREENSHOTS, SeededClinic, api, free_day, serious_violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,16 +26,6 @@ def _pages(clinic: SeededClinic) -> list[tuple[str, str, str]]:
         ("admin-practitioner", "owner", f"/admin/practitioners/{clinic.other_practitioner_id}"),
         ("admin-users", "owner", "/admin/users"),
         ("admin-keys", "owner", "/admin/keys"),
-    ]
-
-
-def _serious(page: Page, axe: str) -> list[str]:
-    page.add_script_tag(content=axe)
-    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    return [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[node['target'] for node in v['nodes']][:3]}"
-        for v in result["violations"]
-        if v["impact"] in ("serious", "critical")
     ]
 
 
@@ -83,7 +72,7 @@ def test_every_page_has_no_serious_accessibility_violation_at_desktop_and_phone_
                 )
             page = contexts[key].new_page()
             page.goto(path)
-            found = _serious(page, axe_script)
+            found = serious_violations(page, axe_script)
             if found:
                 problems[f"{name} at {width} width"] = found
             if backend == "sqlite":  # one set of pictures is enough

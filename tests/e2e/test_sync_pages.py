@@ -14,7 +14,15 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import run_async
-from tests.e2e.conftest import ZONE, SeededClinic, _seed, api, server_process
+from tests.e2e.conftest import (
+    SCREENSHOTS,
+    ZONE,
+    SeededClinic,
+    _seed,
+    api,
+    serious_violations,
+    server_process,
+)
 from tests.e2e.sync_support import (
     SYNC_ENVIRONMENT,
     ConnectedClinic,
@@ -134,12 +142,13 @@ def test_a_refused_push_is_retried_from_the_outbox_page(
     expect(page.locator("tr[data-status=failed]").filter(has_text=appointment["id"])).to_have_count(0)
 
 
-def test_a_conflict_is_resolved_from_its_side_by_side_diff(
-    signed_in: Any, clinic_server: SeededClinic, connected: ConnectedClinic
-) -> None:
-    day = date.today() + timedelta(days=5)
-    with api(clinic_server) as http:
-        appointment = book(http, clinic_server.practitioner_id, _at(day, 10), "Lovelace")
+def _conflict(
+    clinic: SeededClinic, connected: ConnectedClinic, day: date, last_name: str
+) -> tuple[dict[str, Any], dict[str, Any], datetime, datetime]:
+    """An appointment moved here and, a few seconds later, at the PMS's front desk: a conflict
+    waits for a person. Returns the appointment, the conflict, our start and the PMS's start."""
+    with api(clinic) as http:
+        appointment = book(http, clinic.practitioner_id, _at(day, 10), last_name)
         confirmed = eventually(
             lambda: (
                 (sync_state(http, appointment["id"]) or {}).get("sync_state") == "confirmed"
@@ -147,7 +156,7 @@ def test_a_conflict_is_resolved_from_its_side_by_side_diff(
             )
         )
         apt_num = int(confirmed["external_id"])
-        webhook = f"{clinic_server.base_url}/api/webhooks/opendental/{connected.integration_id}"
+        webhook = f"{clinic.base_url}/api/webhooks/opendental/{connected.integration_id}"
         subscribed = connected.pms.post(
             "/subscriptions",
             json={"EndPointUrl": webhook, "WatchTable": "Appointment", "PollingSeconds": 3600},
@@ -169,17 +178,22 @@ def test_a_conflict_is_resolved_from_its_side_by_side_diff(
             return [c for c in items if c["record_id"] == appointment["id"]]
 
         [conflict] = eventually(open_conflict)
+    return appointment, conflict, ours, theirs
+
+
+def test_a_conflict_is_resolved_from_its_side_by_side_diff(
+    signed_in: Any, clinic_server: SeededClinic, connected: ConnectedClinic
+) -> None:
+    appointment, conflict, ours, theirs = _conflict(
+        clinic_server, connected, date.today() + timedelta(days=5), "Lovelace"
+    )
 
     page = signed_in(clinic_server.owner_email).new_page()
     page.goto("/admin/sync/conflicts")
     card = page.locator(f"#conflict-{conflict['id']}")
     starts = card.locator("tr").filter(has_text="starts at")
-    expect(starts.locator("td.ours")).to_contain_text(
-        ours.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M")
-    )
-    expect(starts.locator("td.theirs")).to_contain_text(
-        theirs.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M")
-    )
+    expect(starts.locator("td.ours")).to_have_text(ours.strftime("%a %d %b %Y %H:%M"))
+    expect(starts.locator("td.theirs")).to_have_text(theirs.strftime("%a %d %b %Y %H:%M"))
 
     card.get_by_role("button", name="Keep the PMS's").click()
     expect(page.get_by_role("status").filter(has_text="Conflict resolved")).to_be_visible()
@@ -203,3 +217,45 @@ def test_sync_pages_need_an_admin(signed_in: Any, clinic_server: SeededClinic) -
     assert response is not None and response.status == 403
     with httpx.Client(base_url=clinic_server.base_url) as anonymous:
         assert anonymous.get("/admin/sync", headers={"Accept": "text/html"}).status_code == 401
+
+
+WIDTHS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+def test_the_sync_pages_pass_axe_and_are_photographed(
+    signed_in: Any,
+    clinic_server: SeededClinic,
+    connected: ConnectedClinic,
+    axe_script: str,
+    backend: str,
+) -> None:
+    # Something in every list: an open conflict and a push the PMS refused.
+    _conflict(clinic_server, connected, date.today() + timedelta(days=6), "Franklin")
+    with api(clinic_server) as http:
+        stranger = http.post("/api/v1/practitioners", json={"name": "Dr. Nobody Known"}).json()["id"]
+        week = [{"day_of_week": d, "start_time": "08:00", "end_time": "18:00"} for d in range(7)]
+        http.put(f"/api/v1/practitioners/{stranger}/availability", json={"intervals": week})
+        refused = book(http, stranger, _at(date.today() + timedelta(days=6), 9), "Curie")
+        eventually(lambda: (sync_state(http, refused["id"]) or {}).get("sync_state") == "failed")
+    pages = [
+        ("admin-sync", clinic_server.owner_email, "/admin/sync"),
+        ("admin-sync-conflicts", clinic_server.owner_email, "/admin/sync/conflicts"),
+        ("admin-sync-outbox", clinic_server.owner_email, "/admin/sync/outbox"),
+        ("portal-sync", clinic_server.practitioner_email, "/portal"),
+    ]
+    problems: dict[str, list[str]] = {}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width, viewport in WIDTHS.items():
+        contexts: dict[str, Any] = {}
+        for name, email, path in pages:
+            if email not in contexts:
+                contexts[email] = signed_in(email, viewport=viewport)
+            page = contexts[email].new_page()
+            page.goto(path)
+            found = serious_violations(page, axe_script)
+            if found:
+                problems[f"{name} at {width} width"] = found
+            if backend == "sqlite":  # one set of pictures is enough
+                page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+            page.close()
+    assert problems == {}

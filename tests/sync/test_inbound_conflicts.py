@@ -150,6 +150,8 @@ async def test_manual_changes_neither_side_until_a_person_decides(
 
     [conflict] = await eventually(queued)
     assert conflict["status"] == "open" and sorted(conflict["fields"]) == ["ends_at", "starts_at"]
+    status = (await client.get("/api/admin/sync/status", headers=od.headers)).json()
+    assert status[0]["conflicts_waiting"] == 1
     # A second delivery of the same PMS state keeps one item in the queue.
     await front_desk(od, "deliver_events")
     await asyncio.sleep(1.5)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinicsync.db.base import utcnow
 from clinicsync.integrations.models import ExternalIntegration
 from clinicsync.sync import configs
+from clinicsync.sync.inbound_models import ConflictStatus, SyncConflict
 from clinicsync.sync.models import ExternalReference, IntegrationSyncConfig, OutboxItem, OutboxStatus
 from clinicsync.sync.schemas import IntegrationSyncStatus
 from clinicsync.tenancy.principal import Principal
@@ -58,6 +59,15 @@ async def integration_status(session: AsyncSession, principal: Principal) -> lis
         )
     }
     by_status, oldest, states = await _counts(session, principal.organization_id)
+    open_conflicts = (
+        select(SyncConflict.integration_id, func.count())
+        .where(
+            SyncConflict.organization_id == principal.organization_id,
+            SyncConflict.status == ConflictStatus.OPEN,
+        )
+        .group_by(SyncConflict.integration_id)
+    )
+    waiting = {row[0]: int(row[1]) for row in await session.execute(open_conflicts)}
     now = utcnow()
     result = []
     for row in rows:
@@ -75,6 +85,7 @@ async def integration_status(session: AsyncSession, principal: Principal) -> lis
                 outbox_depth=by_status.get((row.id, "pending"), 0) + by_status.get((row.id, "in_flight"), 0),
                 oldest_pending_age_seconds=(now - first).total_seconds() if first else None,
                 failed_count=by_status.get((row.id, "failed"), 0),
+                conflicts_waiting=waiting.get(row.id, 0),
                 states={
                     state: count for (integration, state), count in states.items() if integration == row.id
                 },

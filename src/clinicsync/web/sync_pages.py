@@ -7,7 +7,9 @@ routes turn forms into their inputs and their refusals into errors next to the f
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -137,13 +139,27 @@ async def save_settings(
 # --- conflicts ----------------------------------------------------------------------------------------
 
 
-def _side_by_side(conflict: Any) -> list[dict[str, Any]]:
+def _shown(value: Any, zone: ZoneInfo) -> str:
+    """A conflict's JSON value as a person reads it: instants in the clinic's zone."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str) and "T" in value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            return moment.astimezone(zone).strftime("%a %d %b %Y %H:%M")
+    return str(value)
+
+
+def _side_by_side(conflict: Any, zone: ZoneInfo) -> list[dict[str, Any]]:
     return [
         {
             "name": name,
-            "base": (conflict.base or {}).get(name),
-            "local": conflict.local.get(name),
-            "external": conflict.external.get(name),
+            "base": _shown((conflict.base or {}).get(name), zone),
+            "local": _shown(conflict.local.get(name), zone),
+            "external": _shown(conflict.external.get(name), zone),
         }
         for name in conflict.fields
     ]
@@ -153,7 +169,12 @@ async def _conflicts_context(session: SessionDep, principal: Principal) -> dict[
     rows, total = await conflicts.list_conflicts(
         session, principal, status=ConflictStatus.OPEN, integration_id=None, limit=100, offset=0
     )
-    return {"conflicts": [{"row": row, "diff": _side_by_side(row)} for row in rows], "total": total}
+    zone = await service.clinic_zone(session, principal)
+    return {
+        "conflicts": [{"row": row, "diff": _side_by_side(row, zone)} for row in rows],
+        "total": total,
+        "zone": zone,
+    }
 
 
 async def _conflicts_page(
