@@ -7,7 +7,8 @@ its event loop. Every client is subscribed to the same organization; the bench b
 ``--changes`` appointments one after another and each client notes when each event arrives. The
 latency of one delivery is the arrival time minus the event's ``created_at``, which is stamped just
 before COMMIT, so it includes the commit itself (on PostgreSQL the WAL flush). The floor is a plain
-GET /health round trip in the same run. The report replaces the section between the realtime markers of BENCHMARKS.md.
+GET /health round trip in the same run. The report replaces the section between the realtime
+markers of BENCHMARKS.md.
 """
 
 from __future__ import annotations
