@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -371,7 +372,12 @@ async def _change(
     ):
         raise NotFound(f"appointment {appointment_id} not found")
     provider = await provider_name(session, config)
-    records = await _call(ctx, config, operation, payload | {"id": ref.external_id}, provider)
+    external_id = ref.external_id
+    if await _rebooks(ctx, config, operation, payload):
+        records = await _move_by_rebooking(ctx, config, ref, payload, provider)
+        external_id = str(records[0]["id"])
+    else:
+        records = await _call(ctx, config, operation, payload | {"id": ref.external_id}, provider)
     snapshot = dict(ref.snapshot or {})
     if records:
         snapshot.update(refs.json_safe({k: v for k, v in records[0].items() if v is not None and k != "id"}))
@@ -379,8 +385,57 @@ async def _change(
     local.update(local_changes)
     local["version"] = int(local.get("version", 1)) + 1
     snapshot["local"] = local
-    await accept(session, config, RecordType.APPOINTMENT, appointment_id, ref.external_id, snapshot)
+    await accept(session, config, RecordType.APPOINTMENT, appointment_id, external_id, snapshot)
     return _view(ref)
+
+
+async def _rebooks(
+    ctx: SyncContext, config: IntegrationSyncConfig, operation: SyncOperation, payload: dict[str, Any]
+) -> bool:
+    """A move on a PMS that cannot change a visit's time (the vet PIMS) but can book and cancel."""
+    if operation is not SyncOperation.APPOINTMENT_UPDATE or not ({"starts_at", "ends_at"} & set(payload)):
+        return False
+    supported = await _supported(ctx, config)
+    return (
+        SyncOperation.APPOINTMENT_UPDATE not in supported
+        and {
+            SyncOperation.APPOINTMENT_CREATE,
+            SyncOperation.APPOINTMENT_CANCEL,
+        }
+        <= supported
+    )
+
+
+async def _move_by_rebooking(
+    ctx: SyncContext,
+    config: IntegrationSyncConfig,
+    ref: ExternalReference,
+    payload: dict[str, Any],
+    provider: str,
+) -> list[dict[str, Any]]:
+    """Books the new time first, then cancels the old visit: a refused time (a full slot) leaves
+    the booking as it was; an old visit that cannot be cancelled has the new one cancelled again,
+    and the caller hears why. The booking keeps its reference (carried in the note)."""
+    snap = ref.snapshot or {}
+    was_start = datetime.fromisoformat(snap["starts_at"]).astimezone(UTC)
+    was_end = datetime.fromisoformat(snap["ends_at"]).astimezone(UTC) if snap.get("ends_at") else was_start
+    starts = payload.get("starts_at", was_start)
+    sent = {
+        "patient_id": snap.get("patient_id"),
+        "practitioner_id": snap.get("practitioner_id"),
+        "starts_at": starts,
+        "ends_at": payload.get("ends_at", starts + (was_end - was_start)),
+        "status": snap.get("status") or AppointmentStatus.PENDING.value,
+        "note": snap.get("note"),
+    }
+    created = await _call(ctx, config, SyncOperation.APPOINTMENT_CREATE, sent, provider)
+    try:
+        await _call(ctx, config, SyncOperation.APPOINTMENT_CANCEL, {"id": ref.external_id}, provider)
+    except PmsFailed:
+        with suppress(PmsFailed):
+            await _call(ctx, config, SyncOperation.APPOINTMENT_CANCEL, {"id": created[0]["id"]}, provider)
+        raise
+    return [{**sent, **{key: value for key, value in created[0].items() if value is not None}}]
 
 
 async def update_appointment(

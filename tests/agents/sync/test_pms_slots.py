@@ -280,3 +280,53 @@ async def test_a_dual_write_clinic_moves_a_visit_only_into_a_slot_with_a_place(
     assert moved["ok"], moved["text"]
     assert (await slot_row(client, vet, day, "09:00"))["booked_count"] == 0
     assert (await slot_row(client, vet, day, "10:15"))["booked_count"] == 1
+
+
+async def test_an_external_only_vet_visit_is_moved_by_booking_the_new_slot_then_cancelling_the_old(
+    client: httpx.AsyncClient, tenant_factory: TenantFactory, sandboxes: Any, sessionmaker: Any
+) -> None:
+    """The PIMS cannot move a visit: the new time is booked first, so a full slot changes nothing."""
+    owner = await tenant_factory(time_zone=ZONE)
+    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
+    configured = await client.post(
+        "/api/admin/integration-settings",
+        headers=owner.headers,
+        json={"integration_id": vet.integration_id, **SLOT_SCHEDULE},
+    )
+    assert configured.status_code == 201, configured.text
+    day = datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=5)
+    zone = ZoneInfo(ZONE)
+    nine, ten, half_past = (
+        datetime.combine(day, time(h, m), tzinfo=zone) for h, m in ((9, 0), (10, 0), (10, 30))
+    )
+    for _ in range(2):
+        assert (await book_in_pims(vet.pims, ten)).status_code == 201
+    await read_slots_from_pims(sessionmaker, vet, day)
+    agent = await tenant_factory(role=Role.SERVICE, organization_id=owner.organization_id)
+    animal = sorted(vet.sandbox.store.patients)[2]  # type: ignore[attr-defined]
+    patient_id = await pet_owner(client, vet, agent, "Flo", animal)
+    booked = await tool(
+        client, agent, "book", patient_id=patient_id, start=f"{day} 09:00", duration_minutes=15
+    )
+    assert booked["ok"], booked["text"]
+    reference = booked["data"]["booking_reference"]
+    proof = {"booking_reference": reference, "phone": f"+1 312 555 01{animal:02d}"}
+
+    into_full = await tool(client, agent, "reschedule", new_start=f"{day} 10:00", **proof)
+    assert into_full["text"].startswith("That time is not available; the nearest free times are ")
+    assert (visits_at(vet, nine), visits_at(vet, ten)) == (1, 2)
+
+    moved = await tool(client, agent, "reschedule", new_start=f"{day} 10:30", **proof)
+    assert moved["ok"], moved["text"]
+    assert moved["text"].startswith(f"Moved booking {reference} to ")
+    assert (visits_at(vet, nine), visits_at(vet, half_past)) == (0, 1)
+    rebooked = next(
+        row
+        for row in vet.sandbox.store.appointments.values()  # type: ignore[attr-defined]
+        if row.status != "cancelled" and row.start == half_past.astimezone(ZoneInfo("UTC"))
+    )
+    assert reference in rebooked.notes
+    assert (await slot_row(client, vet, day, "09:00"))["booked_count"] == 0
+    assert (await slot_row(client, vet, day, "10:30"))["booked_count"] == 1
+    looked = await tool(client, agent, "lookup_booking", **proof)
+    assert looked["data"]["start"] == f"{day} 10:30"
