@@ -24,7 +24,7 @@ from clinicsync.integrations.canonical import SyncOperation
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.logging import get_logger
-from clinicsync.sync import outbox, refs
+from clinicsync.sync import outbox, payloads, refs
 from clinicsync.sync.models import (
     ExternalReference,
     OutboxOperation,
@@ -133,16 +133,6 @@ async def _external_id(
 # ---- patients ---------------------------------------------------------------------------
 
 
-def patient_payload(patient: Any) -> dict[str, Any]:
-    return {
-        "first_name": patient.first_name,
-        "last_name": patient.last_name,
-        "email": patient.email,
-        "phone": patient.phone,
-        "date_of_birth": patient.date_of_birth.isoformat() if patient.date_of_birth else None,
-    }
-
-
 def _findable(payload: dict[str, Any]) -> dict[str, Any] | None:
     keys = ("email", "phone", "date_of_birth", "first_name", "last_name")
     found = {key: payload[key] for key in keys if payload.get(key)}
@@ -174,7 +164,7 @@ async def ensure_patient(
             patient = await session.get(Patient, patient_id)
             if patient is None:
                 raise Refused(f"patient {patient_id} no longer exists")
-            payload = patient_payload(patient)
+            payload = payloads.patient_payload(patient)
     clean = {key: value for key, value in payload.items() if value is not None}
     query = _findable(clean)
     if query is not None:

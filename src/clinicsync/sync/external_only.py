@@ -33,8 +33,8 @@ from clinicsync.errors import ClinicSyncError, NotFound
 from clinicsync.integrations import canonical
 from clinicsync.integrations.canonical import SyncOperation
 from clinicsync.integrations.errors import IntegrationError
-from clinicsync.sync import refs
-from clinicsync.sync.delivery import SyncContext, booking_note, classify, patient_payload, supported
+from clinicsync.sync import payloads, refs
+from clinicsync.sync.delivery import SyncContext, booking_note, classify, supported
 from clinicsync.sync.models import ExternalReference, IntegrationSyncConfig, RecordType, SyncState
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
@@ -109,21 +109,11 @@ async def _patient_external_id(
     ref = await refs.get_ref(session, config.integration_id, RecordType.PATIENT, patient.id)
     if ref is not None and ref.external_id:
         return ref.external_id
-    pushed = await push_patient(ctx, config, patient_payload(patient), provider)
+    pushed = await push_patient(ctx, config, payloads.patient_payload(patient), provider)
     if pushed is None:
         return str(patient.id)  # a provider without patients carries our id on the appointment
     await accept(session, config, RecordType.PATIENT, patient.id, *pushed)
     return pushed[0]
-
-
-def patient_fields(data: Any) -> dict[str, Any]:
-    return {
-        "first_name": data.first_name,
-        "last_name": data.last_name,
-        "email": data.email.lower() if data.email else None,
-        "phone": data.phone,
-        "date_of_birth": data.date_of_birth.isoformat() if data.date_of_birth else None,
-    }
 
 
 async def push_patient(

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinicsync.booking.appointments import _conflicting, _is_overlap
 from clinicsync.booking.models import ACTIVE_STATUSES, Appointment, AppointmentStatus, Patient
 from clinicsync.db.base import utcnow
-from clinicsync.sync import audit, outbox, refs
+from clinicsync.sync import audit, outbox, payloads, refs
 from clinicsync.sync.audit import AuditContext
 from clinicsync.sync.inbound_models import ConflictReason, ConflictStatus, SyncConflict
 from clinicsync.sync.models import (
@@ -43,7 +43,6 @@ from clinicsync.sync.models import (
     ExternalReference,
     IntegrationSyncConfig,
     OutboxItem,
-    OutboxOperation,
     OutboxStatus,
     RecordType,
     SyncDirection,
@@ -214,18 +213,16 @@ async def owe_push(
     """Owes the PMS the local record's current values, when the integration pushes at all."""
     if not config.pushes:
         return False
-    # The outbox payloads are the SyncManager's; imported here to keep one definition of them.
-    from clinicsync.sync.delivery import patient_payload
-    from clinicsync.sync.manager import appointment_payload
-
     if record_type == RecordType.APPOINTMENT:
-        payload = appointment_payload(record)
-        operation = (
-            OutboxOperation.CANCEL if record.status == AppointmentStatus.CANCELLED else OutboxOperation.UPDATE
-        )
+        payload = payloads.appointment_payload(record)
+        operation = payloads.appointment_operation(record, known=True)
         chain = record.patient_id
     else:
-        payload, operation, chain = patient_payload(record), OutboxOperation.UPDATE, record.id
+        payload, operation, chain = (
+            payloads.patient_payload(record),
+            payloads.patient_operation(known=True),
+            record.id,
+        )
     await outbox.enqueue(
         session,
         organization_id=config.organization_id,

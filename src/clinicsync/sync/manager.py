@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -34,26 +35,14 @@ from clinicsync.booking.schemas import (
 )
 from clinicsync.db.engine import begin_writes
 from clinicsync.logging import get_logger
-from clinicsync.sync import configs, delivery, external_only, outbox
+from clinicsync.sync import configs, delivery, external_only, outbox, payloads
 from clinicsync.sync.delivery import SyncContext
-from clinicsync.sync.models import IntegrationSyncConfig, OutboxOperation, RecordType
+from clinicsync.sync.models import IntegrationSyncConfig, RecordType
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 
 log = get_logger(__name__)
 RUNNER_KEY = "clinicsync.sync.runner"
-
-
-def appointment_payload(appointment: Appointment) -> dict[str, Any]:
-    return {
-        "booking_reference": appointment.booking_reference,
-        "patient_id": str(appointment.patient_id),
-        "practitioner_id": str(appointment.practitioner_id),
-        "starts_at": appointment.starts_at.isoformat(),
-        "ends_at": appointment.ends_at.isoformat(),
-        "status": appointment.status.value,
-        "notes": appointment.notes or None,
-    }
 
 
 @event.listens_for(Session, "after_commit")
@@ -91,23 +80,50 @@ class SyncManager:
     async def _owe(
         self,
         session: AsyncSession,
-        config: IntegrationSyncConfig,
+        pushing: list[IntegrationSyncConfig],
         record_type: RecordType,
-        record_id: uuid.UUID,
-        chain_key: uuid.UUID,
-        operation: OutboxOperation,
-        payload: dict[str, Any],
+        record: Any,
+        *,
+        created: bool,
+        skip: IntegrationSyncConfig | None = None,
     ) -> None:
-        await outbox.enqueue(
-            session,
-            organization_id=config.organization_id,
-            integration_id=config.integration_id,
-            record_type=record_type,
-            record_id=record_id,
-            chain_key=chain_key,
-            operation=operation,
-            payload=payload,
-        )
+        """What one local write owes each pushing integration, by its toggles (the one place)."""
+        for config in pushing:
+            if config is skip:
+                continue
+            if created:
+                if not config.sync_on_create:
+                    continue
+                known = False
+            else:
+                removing = (
+                    record_type == RecordType.APPOINTMENT and record.status == AppointmentStatus.CANCELLED
+                )
+                if not (config.sync_on_delete if removing else config.sync_on_update):
+                    continue
+                known = (
+                    await delivery.refs_for_record(session, config.integration_id, record_type, record.id)
+                    is not None
+                )
+                # The PMS never heard of it (made before sync was on): owe its creation instead.
+                if not known and (removing or not config.sync_on_create):
+                    continue
+            if record_type == RecordType.APPOINTMENT:
+                operation = payloads.appointment_operation(record, known=known)
+                payload, chain_key = payloads.appointment_payload(record), record.patient_id
+            else:
+                operation = payloads.patient_operation(known=known)
+                payload, chain_key = payloads.patient_payload(record), record.id
+            await outbox.enqueue(
+                session,
+                organization_id=config.organization_id,
+                integration_id=config.integration_id,
+                record_type=record_type,
+                record_id=record.id,
+                chain_key=chain_key,
+                operation=operation,
+                payload=payload,
+            )
 
     # ---- appointments ---------------------------------------------------------------------
 
@@ -120,7 +136,7 @@ class SyncManager:
         idempotency_key: str | None = None,
     ) -> BookingResult:
         pushing = await self._pushing(session, principal)
-        sole = next((config for config in pushing if config.external_only), None)
+        sole = _external_only(pushing)
         if sole is not None:
             # The PMS call and the local record share one write transaction, as they always did.
             await begin_writes(session)
@@ -135,54 +151,8 @@ class SyncManager:
         appointment = result.record or await appointments.get_appointment(
             session, principal, result.appointment.id
         )
-        for config in pushing:
-            if config.sync_on_create:
-                await self._owe(
-                    session,
-                    config,
-                    RecordType.APPOINTMENT,
-                    appointment.id,
-                    appointment.patient_id,
-                    OutboxOperation.CREATE,
-                    appointment_payload(appointment),
-                )
+        await self._owe(session, pushing, RecordType.APPOINTMENT, appointment, created=True)
         return result
-
-    async def _after_appointment_change(
-        self,
-        session: AsyncSession,
-        principal: Principal,
-        pushing: list[IntegrationSyncConfig],
-        appointment: Appointment,
-    ) -> None:
-        cancelled = appointment.status == AppointmentStatus.CANCELLED
-        for config in pushing:
-            if cancelled and not config.sync_on_delete:
-                continue
-            if not cancelled and not config.sync_on_update:
-                continue
-            known = await delivery.refs_for_record(
-                session, config.integration_id, RecordType.APPOINTMENT, appointment.id
-            )
-            if known is None:
-                # The PMS never heard of it (made before sync was on): owe its creation instead.
-                if cancelled or not config.sync_on_create:
-                    continue
-                operation = OutboxOperation.CREATE
-            else:
-                operation = OutboxOperation.CANCEL if cancelled else OutboxOperation.UPDATE
-            payload = appointment_payload(appointment)
-            if cancelled:
-                payload["reason"] = appointment.cancellation_reason
-            await self._owe(
-                session,
-                config,
-                RecordType.APPOINTMENT,
-                appointment.id,
-                appointment.patient_id,
-                operation,
-                payload,
-            )
 
     async def update_appointment(
         self,
@@ -193,24 +163,18 @@ class SyncManager:
         *,
         if_match: int | None = None,
     ) -> Appointment:
-        pushing = await self._pushing(session, principal)
-        sole = next((config for config in pushing if config.external_only), None)
-        if sole is not None and await external_only.owns(session, sole, appointment_id):
-            await begin_writes(session)
-            return await external_only.update_appointment(
+        return await self._change_appointment(
+            session,
+            principal,
+            appointment_id,
+            data,
+            local=lambda: appointments.update_appointment(
+                session, principal, appointment_id, data, if_match=if_match
+            ),
+            pms_only=lambda sole: external_only.update_appointment(
                 self.ctx, session, principal, sole, appointment_id, data
-            )
-        before = (
-            await appointments.get_appointment(
-                session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
-            )
-        ).version
-        appointment = await appointments.update_appointment(
-            session, principal, appointment_id, data, if_match=if_match
+            ),
         )
-        if appointment.version != before:
-            await self._after_appointment_change(session, principal, pushing, appointment)
-        return appointment
 
     async def cancel_appointment(
         self,
@@ -221,23 +185,42 @@ class SyncManager:
         *,
         if_match: int | None = None,
     ) -> Appointment:
+        return await self._change_appointment(
+            session,
+            principal,
+            appointment_id,
+            data,
+            local=lambda: appointments.cancel_appointment(
+                session, principal, appointment_id, data, if_match=if_match
+            ),
+            pms_only=lambda sole: external_only.cancel_appointment(
+                self.ctx, session, principal, sole, appointment_id, data
+            ),
+        )
+
+    async def _change_appointment(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        appointment_id: uuid.UUID,
+        data: AppointmentUpdate | AppointmentCancel,
+        *,
+        local: Callable[[], Awaitable[Appointment]],
+        pms_only: Callable[[IntegrationSyncConfig], Awaitable[Appointment]],
+    ) -> Appointment:
         pushing = await self._pushing(session, principal)
-        sole = next((config for config in pushing if config.external_only), None)
+        sole = _external_only(pushing)
         if sole is not None and await external_only.owns(session, sole, appointment_id):
             await begin_writes(session)
-            return await external_only.cancel_appointment(
-                self.ctx, session, principal, sole, appointment_id, data
-            )
+            return await pms_only(sole)
         before = (
             await appointments.get_appointment(
                 session, principal, appointment_id, Capability.APPOINTMENTS_CHANGE, data.proof
             )
         ).version
-        appointment = await appointments.cancel_appointment(
-            session, principal, appointment_id, data, if_match=if_match
-        )
+        appointment = await local()
         if appointment.version != before:
-            await self._after_appointment_change(session, principal, pushing, appointment)
+            await self._owe(session, pushing, RecordType.APPOINTMENT, appointment, created=False)
         return appointment
 
     # ---- slots ------------------------------------------------------------------------------
@@ -273,9 +256,7 @@ class SyncManager:
             cursor=cursor,
             now=now,
         )
-        sole = next(
-            (config for config in await self._pushing(session, principal) if config.external_only), None
-        )
+        sole = _external_only(await self._pushing(session, principal))
         if sole is None or not page.slots:
             return page
         first = min(slot.start for slot in page.slots)
@@ -296,30 +277,20 @@ class SyncManager:
         self, session: AsyncSession, principal: Principal, data: PatientCreate
     ) -> Patient:
         pushing = await self._pushing(session, principal)
-        sole = next((config for config in pushing if config.external_only), None)
+        sole = _external_only(pushing)
         pushed: tuple[str, dict[str, Any]] | None = None  # (external id, what was sent)
         if sole is not None:
             # The PMS first: a refusal there leaves nothing here.
             pushed = await external_only.push_patient(
                 self.ctx,
                 sole,
-                external_only.patient_fields(data),
+                payloads.patient_payload(data),
                 await external_only.provider_name(session, sole),
             )
         patient = await service.create_patient(session, principal, data)
         if sole is not None and pushed is not None:
             await external_only.accept(session, sole, RecordType.PATIENT, patient.id, *pushed)
-        for config in pushing:
-            if config.sync_on_create and config is not sole:
-                await self._owe(
-                    session,
-                    config,
-                    RecordType.PATIENT,
-                    patient.id,
-                    patient.id,
-                    OutboxOperation.CREATE,
-                    delivery.patient_payload(patient),
-                )
+        await self._owe(session, pushing, RecordType.PATIENT, patient, created=True, skip=sole)
         return patient
 
     async def update_patient(
@@ -327,22 +298,10 @@ class SyncManager:
     ) -> Patient:
         pushing = await self._pushing(session, principal)
         patient = await service.update_patient(session, principal, patient_id, data)
-        for config in pushing:
-            if not config.sync_on_update:
-                continue
-            known = await delivery.refs_for_record(
-                session, config.integration_id, RecordType.PATIENT, patient.id
-            )
-            if known is None and not config.sync_on_create:
-                continue
-            operation = OutboxOperation.UPDATE if known is not None else OutboxOperation.CREATE
-            await self._owe(
-                session,
-                config,
-                RecordType.PATIENT,
-                patient.id,
-                patient.id,
-                operation,
-                delivery.patient_payload(patient),
-            )
+        await self._owe(session, pushing, RecordType.PATIENT, patient, created=False)
         return patient
+
+
+def _external_only(pushing: list[IntegrationSyncConfig]) -> IntegrationSyncConfig | None:
+    """The integration an external-only clinic writes through first, if this clinic is one."""
+    return next((config for config in pushing if config.external_only), None)
