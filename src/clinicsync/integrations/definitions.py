@@ -333,6 +333,11 @@ class ProviderDefinition(_Strict):
     def _test_function_exists(self) -> ProviderDefinition:
         if self.test_function and self.test_function not in self.functions:
             raise ValueError(f"test_function {self.test_function!r} is not one of the functions")
+        for call in self.webhooks.subscribe if self.webhooks else []:
+            if call.function not in self.functions:
+                raise ValueError(
+                    f"webhooks.subscribe names {call.function!r}, which is not one of the functions"
+                )
         return self
 
     def pagination_for(self, endpoint: EndpointSpec) -> PaginationSpec:

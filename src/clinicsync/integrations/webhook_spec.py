@@ -63,6 +63,16 @@ class WebhookIgnoreSpec(_Strict):
     values: list[str]
 
 
+class WebhookSubscribeCall(_Strict):
+    """One call of the definition that opens the provider's side (a subscription, a watch channel).
+
+    String params may name ``{url}`` (where the provider posts), ``{token}`` (a channel token
+    clinicsync issues for the call) and ``{channel_id}`` (a new id for the channel)."""
+
+    function: str
+    params: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
 class WebhookSpec(_Strict):
     verify: WebhookVerifySpec
     replay_key: list[str] = Field(
@@ -73,3 +83,6 @@ class WebhookSpec(_Strict):
         default=None, description="deliveries to acknowledge and drop (a channel's hello message)"
     )
     changes: WebhookChangesSpec
+    subscribe: list[WebhookSubscribeCall] = Field(
+        default_factory=list, description="calls that open deliveries to clinicsync, in order"
+    )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from clinicsync.deps import PUBLIC, Requires, SessionDep
+from clinicsync.deps import PUBLIC, Requires, SessionDep, writes_in_own_transactions
 from clinicsync.jobs import tasks
 from clinicsync.logging import get_logger
 from clinicsync.sync import audit, conflicts, webhooks
@@ -21,6 +21,8 @@ from clinicsync.sync.schemas_inbound import (
     ConflictResolve,
     WebhookAck,
     WebhookEndpointRead,
+    WebhookSubscribe,
+    WebhookSubscription,
 )
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
@@ -81,6 +83,27 @@ async def issue_webhook_secret(
 ) -> WebhookEndpointRead:
     cipher = request.app.state.sync_manager.ctx.executor.cipher
     return WebhookEndpointRead(**await webhooks.issue_secret(session, cipher, principal, integration_id))
+
+
+@router.post(
+    "/webhooks/{integration_id}/subscribe",
+    response_model=WebhookSubscription,
+    status_code=201,
+    dependencies=[Depends(writes_in_own_transactions)],
+)
+async def subscribe_webhooks(
+    integration_id: uuid.UUID,
+    body: WebhookSubscribe,
+    request: Request,
+    principal: SyncAdmin,
+    session: SessionDep,
+) -> WebhookSubscription:
+    """Opens the PMS's deliveries to this integration's webhook URL (OpenDental's subscriptions,
+    Google's watch channel), as the provider's definition says."""
+    ctx = request.app.state.sync_manager.ctx
+    return WebhookSubscription(
+        **await webhooks.subscribe(session, ctx, principal, integration_id, body.public_url)
+    )
 
 
 @webhook_router.post(

@@ -102,6 +102,25 @@ class WebhookEndpointRead(BaseModel):
     failed: int
 
 
+class WebhookSubscribe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    public_url: str = Field(
+        min_length=8,
+        max_length=500,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="this server's address as the PMS reaches it, e.g. https://sync.example-clinic.org",
+    )
+
+
+class WebhookSubscription(BaseModel):
+    url: str = Field(description="the webhook URL the provider now posts to")
+    scheme: str
+    opened: list[dict[str, Any]] = Field(
+        description="each subscribe call and the provider's answer, secrets left out"
+    )
+
+
 class WebhookAck(BaseModel):
     status: str
     event_id: uuid.UUID | None = None

@@ -450,12 +450,82 @@ async def issue_secret(
             f"({spec.verify.secret}); there is no separate secret to issue",
         )
     secret = secrets.token_urlsafe(32)
+    await _store_secret(session, cipher, row, secret)
+    return await describe(session, principal, integration_id, secret=secret)
+
+
+async def _store_secret(
+    session: AsyncSession, cipher: SecretCipher, row: ExternalIntegration, secret: str
+) -> None:
     endpoint = await _endpoint(session, row)
     if endpoint is None:
+        assert row.organization_id is not None
         endpoint = WebhookEndpoint(
-            id=uuid.uuid4(), organization_id=principal.organization_id, integration_id=row.id
+            id=uuid.uuid4(), organization_id=row.organization_id, integration_id=row.id
         )
         session.add(endpoint)
     endpoint.secret_ciphertext = cipher.encrypt({"secret": secret})
     await session.flush()
-    return await describe(session, principal, integration_id, secret=secret)
+
+
+# ---- admin: opening the provider's side -----------------------------------------------------------
+
+
+def _filled(value: str | int | bool, values: dict[str, str]) -> str | int | bool:
+    if not isinstance(value, str):
+        return value
+    for name, filled in values.items():
+        value = value.replace("{" + name + "}", filled)
+    return value
+
+
+async def subscribe(
+    session: AsyncSession, ctx: SyncContext, principal: Principal, integration_id: uuid.UUID, public_url: str
+) -> dict[str, Any]:
+    """Opens the provider's deliveries to this integration's webhook URL, as its definition says.
+
+    A provider that echoes a channel token gets a new one (the earlier channel's token stops being
+    accepted). The request's own transaction only reads, so on SQLite no write lock is held while
+    the provider is called.
+    """
+    row = await _owned_integration(session, principal, integration_id)
+    spec = await spec_of(session, row)
+    if spec is None:
+        raise ValidationFailed(
+            "integration_id", f"{row.provider_key} sends no webhooks clinicsync understands"
+        )
+    if not spec.subscribe:
+        raise ValidationFailed(
+            "integration_id",
+            f"{row.provider_key} has no subscribe calls in its definition; open its deliveries in the PMS",
+        )
+    url = f"{public_url.rstrip('/')}/api/webhooks/{row.provider_key}/{integration_id}"
+    values = {"url": url, "channel_id": f"clinicsync-{secrets.token_hex(12)}"}
+    if spec.verify.scheme != "shared_key":
+        # Stored (and committed) before the call: the provider's first message on a new channel
+        # can arrive before the call returns. A refused call leaves it; subscribing again replaces it.
+        values["token"] = secrets.token_urlsafe(32)
+        async with session_scope(ctx.sessionmaker) as writing:
+            stored = await writing.get(ExternalIntegration, row.id)
+            assert stored is not None
+            await _store_secret(writing, ctx.executor.cipher, stored, values["token"])
+    opened: list[dict[str, Any]] = []
+    for call in spec.subscribe:
+        params = {name: _filled(value, values) for name, value in call.params.items()}
+        try:
+            _resolution, result = await ctx.executor.execute(
+                principal.organization_id, integration_id, call.function, params
+            )
+        except ClinicSyncError:
+            log.warning(
+                "webhook_subscribe_failed", integration_id=str(integration_id), function=call.function
+            )
+            raise
+        record = result.records[0] if result.records else {}
+        # What the provider answered, less anything secret it echoes (a customer key, a token).
+        shown = {
+            k: v for k, v in record.items() if not any(w in k.lower() for w in ("token", "key", "secret"))
+        }
+        opened.append({"function": call.function, "answer": shown})
+    log.info("webhook_subscribed", integration_id=str(integration_id), calls=len(opened))
+    return {"url": url, "scheme": spec.verify.scheme, "opened": opened}
