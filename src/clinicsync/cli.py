@@ -22,6 +22,7 @@ from clinicsync.errors import ClinicSyncError, NotFound
 from clinicsync.integrations.cli import app as providers_app
 from clinicsync.integrations.cli import rotate_key_command
 from clinicsync.sandbox.cli import app as sandbox_app
+from clinicsync.sync.runs.cli import sync_app
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role, User
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
@@ -36,6 +37,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(providers_app, name="providers")
+app.add_typer(sync_app, name="sync")
 admin_app.command("rotate-key")(rotate_key_command)
 console = Console(soft_wrap=True)
 
