@@ -130,6 +130,10 @@ async def sweep(ctx: SyncContext, jobs: Deferrer) -> int:
 
     # Runs whose worker died are failed as stale; the next run resumes from their checkpoint.
     await scheduler.clean_stale(ctx)
+    # Runs no worker took (a job lost between commit and defer) are deferred again; one queued
+    # job per run is enough.
+    for run_id in await scheduler.waiting(ctx):
+        await jobs.defer(RUN_SYNC, run_id=str(run_id))
     recovered = await outbox.recover_stale(ctx.sessionmaker)
     if recovered:
         log.warning("outbox_recovered_stale_items", count=recovered)

@@ -35,6 +35,11 @@ async def clean_stale(ctx: SyncContext) -> list[uuid.UUID]:
     return failed
 
 
+async def waiting(ctx: SyncContext) -> list[uuid.UUID]:
+    async with session_scope(ctx.sessionmaker, write=False) as session:
+        return await service.waiting(session, timedelta(seconds=ctx.settings.sync_run_stale_seconds))
+
+
 async def _candidates(ctx: SyncContext) -> list[tuple[uuid.UUID, uuid.UUID]]:
     async with session_scope(ctx.sessionmaker, write=False) as session:
         configs = list(await session.scalars(select(IntegrationSyncConfig)))

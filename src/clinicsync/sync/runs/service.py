@@ -253,10 +253,12 @@ async def request_cancel(session: AsyncSession, organization_id: uuid.UUID, run_
 async def fail_stale(
     session: AsyncSession, stale_after: timedelta, organization_id: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
-    """Fails active runs whose worker stopped beating; their checkpoint stays for the next run."""
+    """Fails running runs whose worker stopped beating; their checkpoint stays for the next run.
+    A run still waiting for a worker (starting) is not stale: its job is deferred again instead
+    (`waiting`)."""
     cutoff = utcnow() - stale_after
     query = select(SyncRun.id).where(
-        SyncRun.status.in_(ACTIVE_RUN_STATUSES),
+        SyncRun.status == RunStatus.RUNNING,
         func.coalesce(SyncRun.heartbeat_at, SyncRun.started_at) < cutoff,
     )
     if organization_id is not None:
@@ -266,7 +268,7 @@ async def fail_stale(
         now = utcnow()
         await session.execute(
             update(SyncRun)
-            .where(SyncRun.id.in_(ids), SyncRun.status.in_(ACTIVE_RUN_STATUSES))
+            .where(SyncRun.id.in_(ids), SyncRun.status == RunStatus.RUNNING)
             .values(
                 status=RunStatus.FAILED,
                 completed_at=now,
@@ -275,6 +277,15 @@ async def fail_stale(
             )
         )
     return ids
+
+
+async def waiting(session: AsyncSession, older_than: timedelta) -> list[uuid.UUID]:
+    """Runs asked for a while ago that no worker has taken: their job may have been lost."""
+    cutoff = utcnow() - older_than
+    found = await session.scalars(
+        select(SyncRun.id).where(SyncRun.status == RunStatus.STARTING, SyncRun.created_at < cutoff).limit(500)
+    )
+    return list(found)
 
 
 async def history(
