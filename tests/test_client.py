@@ -15,15 +15,15 @@ import pytest
 from clinicsync.client import AsyncSyncClient, SyncApiError, SyncClient
 from clinicsync.sandbox.faults import FaultSettings
 from tests.conftest import RunningServer
-from tests.sync.conftest import server as server  # noqa: F401  (runs execute: the sync server)
-from tests.sync.conftest import sandboxes as sandboxes  # noqa: F401
+from tests.sync.conftest import sandboxes as sandboxes
+from tests.sync.conftest import server as server
 from tests.sync.runs.conftest import Pulling
-from tests.sync.runs.conftest import vet as vet  # noqa: F401
+from tests.sync.runs.conftest import vet as vet
 
 WINDOWS = {"backward_days": 3, "forward_days": 3}
 
 
-async def test_the_async_client_starts_follows_and_reads_history(server: RunningServer, vet: Pulling) -> None:  # noqa: F811
+async def test_the_async_client_starts_follows_and_reads_history(server: RunningServer, vet: Pulling) -> None:
     seen: list[float] = []
     async with AsyncSyncClient(server.base_url, vet.tenant.token) as sync:
         started = await sync.trigger(vet.integration_id, **WINDOWS)
@@ -47,14 +47,14 @@ async def test_the_async_client_starts_follows_and_reads_history(server: Running
         assert (await sync.wait_for_completion(running.sync_id, timeout=30, poll=0.1)).status == "cancelled"
 
 
-async def test_the_blocking_client_previews_without_writing(server: RunningServer, vet: Pulling) -> None:  # noqa: F811
+async def test_the_blocking_client_previews_without_writing(server: RunningServer, vet: Pulling) -> None:
     def preview() -> tuple[str, list[dict[str, Any]] | None, int]:
         with SyncClient(server.base_url, vet.tenant.token) as sync:
             started = sync.preview(vet.integration_id, **WINDOWS)
             assert sync.wait_for_completion(started.sync_id, timeout=60, poll=0.1).status == "completed"
             return started.sync_id, sync.run(started.sync_id).preview, sync.history().total_syncs
 
-    sync_id, report, total = await asyncio.to_thread(preview)
+    _, report, total = await asyncio.to_thread(preview)
     assert report and all(item["action"] == "create" for item in report if item["entity"] == "cases")
     assert total == 0  # previews are not runs of the history
     async with httpx.AsyncClient(base_url=server.base_url) as client:
@@ -62,7 +62,7 @@ async def test_the_blocking_client_previews_without_writing(server: RunningServe
         assert listed.json() == []
 
 
-async def _cli(server: RunningServer, vet: Pulling, *args: str) -> tuple[int, str]:  # noqa: F811
+async def _cli(server: RunningServer, vet: Pulling, *args: str) -> tuple[int, str]:
     env = os.environ | {
         "CLINICSYNC_URL": server.base_url,
         "CLINICSYNC_TOKEN": vet.tenant.token,
@@ -82,7 +82,7 @@ async def _cli(server: RunningServer, vet: Pulling, *args: str) -> tuple[int, st
     return process.returncode or 0, output.decode()
 
 
-async def test_the_sync_command_runs_follows_and_reports(server: RunningServer, vet: Pulling) -> None:  # noqa: F811
+async def test_the_sync_command_runs_follows_and_reports(server: RunningServer, vet: Pulling) -> None:
     code, output = await _cli(
         server,
         vet,

@@ -5,6 +5,7 @@ runs to be failed as stale, and the next scheduled run resumes from the checkpoi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -42,7 +43,7 @@ def start_worker(database_url: str, log_path: Any) -> subprocess.Popen[bytes]:
         "SYNC_INTERVAL_MINUTES": "0.1",  # every 6 s, so the test sees several rounds
         "CLINICSYNC_SYNC_RUN_STALE_SECONDS": str(STALE_SECONDS),
     }
-    with open(f"/tmp/runs_{os.path.basename(str(log_path))}", "wb") as log:
+    with open(log_path, "wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "clinicsync.cli", "worker", "--concurrency", "6"],
             env=env,
@@ -74,17 +75,23 @@ async def test_two_workers_run_every_schedule_once_and_resume_a_killed_run_from_
     settings = sync_settings(database_url, tmp_path / "var", sync_embedded_worker=False)
     # Every organization reads the same PIMS (its own login): complete runs must count alike.
     pims = await sandboxes("vet_pims", spec=VET_CLINIC)
-    pims.faults = FaultSettings(latency_ms=60, match_path="^/(appointments|consultations)")
+    pims.faults = FaultSettings(latency_ms=40, match_path="^/(appointments|consultations)")
     workers: list[subprocess.Popen[bytes]] = []
     try:
         async with (
             serving(create_app(settings)) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=60) as client,
         ):
-            integrations = []
             for _ in range(ORGANIZATIONS):
                 tenant = await tenant_factory(time_zone=ZONE)
-                integrations.append(await connect_vet(client, tenant, pims))
+                integration_id = await connect_vet(client, tenant, pims)
+                # Short windows keep 20 clinics' runs light on a shared machine.
+                windows = await client.put(
+                    f"/api/v1/sync/settings/{integration_id}",
+                    headers=tenant.headers,
+                    json={"backward_days": 5, "forward_days": 2, "reconcile_days": 2},
+                )
+                assert windows.status_code == 200, windows.text
             workers = [start_worker(database_url, tmp_path / f"worker{n}.log") for n in range(2)]
             pids = {str(worker.pid) for worker in workers}
 
@@ -96,7 +103,7 @@ async def test_two_workers_run_every_schedule_once_and_resume_a_killed_run_from_
                         run.status == RunStatus.RUNNING
                         and _pid(run) == str(workers[0].pid)
                         and checkpoint.get("phase") == "backward"
-                        and checkpoint.get("page", 0) >= 3
+                        and checkpoint.get("page", 0) >= 2
                     ):
                         return run
                 return None
@@ -107,17 +114,28 @@ async def test_two_workers_run_every_schedule_once_and_resume_a_killed_run_from_
 
             async def resumed_and_done() -> list[SyncRun] | None:
                 runs = await all_runs(sessionmaker)
-                done = [run for run in runs if run.resumed_from == killed.id and run.status == RunStatus.COMPLETED]
+                done = [
+                    run for run in runs if run.resumed_from == killed.id and run.status == RunStatus.COMPLETED
+                ]
                 complete = {run.integration_id for run in runs if run.status == RunStatus.COMPLETED}
                 return done if done and len(complete) == ORGANIZATIONS else None
 
             try:
-                [resumed] = await eventually(resumed_and_done, timeout=120, interval=0.5)
+                [resumed] = await eventually(resumed_and_done, timeout=300, interval=0.5)
             except AssertionError:
-                mine = [run for run in await all_runs(sessionmaker) if run.integration_id == killed.integration_id]
-                states = [(r.status.value, r.steps, r.resumed_from, r.error_message, r.notes, r.checkpoint) for r in mine]
-                complete = {r.integration_id for r in await all_runs(sessionmaker) if r.status == RunStatus.COMPLETED}
-                raise AssertionError(f"{len(complete)} integrations completed; killed integration's runs: {states}") from None
+                mine = [
+                    run for run in await all_runs(sessionmaker) if run.integration_id == killed.integration_id
+                ]
+                states = [
+                    (r.status.value, r.steps, r.resumed_from, r.error_message, r.notes, r.checkpoint)
+                    for r in mine
+                ]
+                complete = {
+                    r.integration_id for r in await all_runs(sessionmaker) if r.status == RunStatus.COMPLETED
+                }
+                raise AssertionError(
+                    f"{len(complete)} integrations completed; killed integration's runs: {states}"
+                ) from None
             await asyncio.sleep(2 * 6)  # a couple more scheduling rounds, all on the surviving worker
             runs = await all_runs(sessionmaker)
     finally:
@@ -157,7 +175,7 @@ async def test_two_workers_run_every_schedule_once_and_resume_a_killed_run_from_
     assert len(by_integration) == ORGANIZATIONS
     for integration_runs in by_integration.values():
         ordered = sorted(integration_runs, key=lambda run: run.started_at or run.created_at)
-        for earlier, later in zip(ordered, ordered[1:], strict=False):
+        for earlier, later in itertools.pairwise(ordered):
             assert earlier.completed_at is not None and later.started_at is not None
             assert earlier.completed_at <= later.started_at or earlier.id == killed.id
         assert all(run.triggered_by == "scheduler" for run in integration_runs)
@@ -165,4 +183,4 @@ async def test_two_workers_run_every_schedule_once_and_resume_a_killed_run_from_
     assert len(unfinished) <= ORGANIZATIONS  # at most the round in flight when the workers stopped
     executed = [run for run in runs if run.status == RunStatus.COMPLETED]
     assert all(run.phases and all(p.get("status") for p in run.phases.values()) for run in executed)
-    assert {_pid(run) for run in executed} == pids  # both workers took runs
+    assert {_pid(run) for run in runs if run.worker} == pids  # both workers took runs
