@@ -341,13 +341,17 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 def progress(run: SyncRun) -> dict[str, Any]:
     """The reference's progress shape, computed from the run row."""
     total_steps = len(run.steps)
-    done_pages, all_pages = _pages(run)
     if run.status == RunStatus.COMPLETED:
         percentage = 100.0
-    elif all_pages:
-        percentage = round(100.0 * done_pages / all_pages, 1)
     else:
-        percentage = round(100.0 * run.completed_steps / total_steps, 1) if total_steps else 0.0
+        # Each step is an equal share, the running one counted by its pages: a phase learns its
+        # page count only when it starts, so a share per step keeps the figure moving forward.
+        current = run.phases.get(run.current_step or "") or {}
+        fraction = 0.0
+        if current.get("status") == "running" and current.get("pages_total"):
+            fraction = min(1.0, int(current.get("pages_done") or 0) / int(current["pages_total"]))
+        share = (run.completed_steps + fraction) / total_steps if total_steps else 0.0
+        percentage = round(100.0 * min(1.0, share), 1)
     estimated = None
     if run.status in ACTIVE_RUN_STATUSES and run.started_at is not None and 0 < percentage < 100:
         elapsed = (utcnow() - run.started_at).total_seconds()
@@ -371,11 +375,3 @@ def progress(run: SyncRun) -> dict[str, Any]:
         "current_operation": run.current_operation,
         "errors": run.errors,
     }
-
-
-def _pages(run: SyncRun) -> tuple[int, int]:
-    done = total = 0
-    for result in run.phases.values():
-        total += int(result.get("pages_total") or 0)
-        done += int(result.get("pages_done") or 0)
-    return done, total

@@ -1,0 +1,439 @@
+"""Pull benchmark: a sync run's forward pull of a large vet clinic, side by side with its floor.
+
+    python -m bench.pull [--patients 10000] [--appointments 50000] [--days 60] [--rate 20]
+                         [--sample 1000] [--output BENCHMARKS.md]      (--rate: requests/s in (b))
+
+One vet PIMS sandbox (its own process) holds the clinic, every visit in the next `--days` days.
+Each measured stage runs in a process of its own, so its CPU seconds and peak RSS are its own:
+
+* floor: the same day pages fetched 8 at a time, JSON parsed, nothing stored;
+* (a) a full sync run over today and the next `--days` days, no added latency;
+* (b) the same run with 20 ms per request and the integration held to `--rate` requests/s,
+  against the rate-limit floor (pages / rate);
+* (c) an incremental run right after, nothing changed in the PMS;
+* (d) a plain loop: list each day's ids, then one request per record (a `--sample` of records,
+  its rate reported);
+* (e) dlt's rest_api source: not run here (dlt is not a dependency of the project).
+
+The section between the pull markers in BENCHMARKS.md is replaced; the rest is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from clinicsync.config import Settings
+from clinicsync.db import migrate
+from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
+from clinicsync.integrations.executor import IntegrationExecutor
+from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.runs import engine, service
+from clinicsync.sync.runs.models import RunType, SyncRun
+
+START, END = "<!-- pull:start -->", "<!-- pull:end -->"
+ZONE = "America/Chicago"
+
+
+def _usage() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime, own.ru_maxrss / 1024.0  # CPU s, peak RSS MiB (Linux: KiB)
+
+
+# ---- the sandbox process ----------------------------------------------------------------------
+
+
+async def _serve_sandbox(port: int, patients: int, appointments: int, days: int) -> None:
+    from clinicsync.sandbox import run_sandbox
+
+    spec = {
+        "seed": 9,
+        "patients": patients,
+        "appointments": appointments,
+        "days_before": 0,
+        "days_after": days,
+    }
+    async with run_sandbox("vet_pims", spec={**spec, "timezone": ZONE}, port=port) as pims:
+        print(json.dumps({"root_url": pims.root_url, **pims.credentials()}), flush=True)
+        await asyncio.Event().wait()
+
+
+# ---- stages (each in its own process) ---------------------------------------------------------
+
+
+def _settings(database_url: str, var_dir: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        migrate_on_start=False,
+        environment="test",
+        var_dir=Path(var_dir),
+        secret_key="bench-secret-key-for-encryption-only",
+        outbound_allowlist=["127.0.0.0/8"],  # the sandbox listens on loopback,
+    )
+
+
+async def _run_stage(args: argparse.Namespace) -> dict[str, Any]:
+    settings = _settings(args.database_url, args.var_dir)
+    db = create_engine(settings.database_url)
+    sessionmaker = create_sessionmaker(db)
+    ctx = SyncContext(sessionmaker, IntegrationExecutor(sessionmaker, settings), settings)
+    cpu0, _ = _usage()
+    began = time.perf_counter()
+    async with session_scope(sessionmaker) as session:
+        run = await service.start_run(
+            session,
+            uuid.UUID(args.organization_id),
+            uuid.UUID(args.integration_id),
+            service.RunRequest(
+                # The pull: today so far and the next `days` days (one-day windows back and
+                # reconciled); a run after a complete one is incremental when asked.
+                run_type=RunType.FULL,
+                incremental=args.kind == "c",
+                backward_days=0,
+                reconcile_days=0,
+                forward_days=args.days,
+            ),
+            settings,
+        )
+        run_id = run.id
+    status = await engine.execute(ctx, run_id)
+    elapsed = time.perf_counter() - began
+    async with session_scope(sessionmaker, write=False) as session:
+        done = await session.get(SyncRun, run_id)
+        assert done is not None
+        found = sum(int(values.get("found", 0)) for values in done.counts.values() if values)
+        appointments = (done.counts.get("appointments") or {}).get("found", 0)
+        requests, steps = done.requests_used, done.steps
+    await db.dispose()
+    cpu1, rss = _usage()
+    return {
+        "stage": args.kind,
+        "status": status,
+        "seconds": elapsed,
+        "records": appointments or found,
+        "requests": requests,
+        "cpu": cpu1 - cpu0,
+        "rss_mib": rss,
+        "steps": steps,
+    }
+
+
+async def _login(client: httpx.AsyncClient, username: str, password: str) -> None:
+    answer = await client.post("/login", data={"username": username, "password": password})
+    assert answer.status_code in (200, 302, 303), answer.text
+
+
+def _days(days: int) -> list[date]:
+    today = datetime.now(ZoneInfo(ZONE)).date()
+    return [today + timedelta(days=offset) for offset in range(days + 1)]
+
+
+async def _floor_stage(args: argparse.Namespace) -> dict[str, Any]:
+    """8 day pages in flight, each parsed; nothing stored: what any client must spend."""
+    cpu0, _ = _usage()
+    began = time.perf_counter()
+    records = requests = 0
+    gate = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(base_url=args.root_url, timeout=60) as client:
+        await _login(client, args.username, args.password)
+
+        async def page(day: date) -> int:
+            async with gate:
+                answer = await client.get(
+                    "/appointments/getCalendarEventData",
+                    params={
+                        "start": str(day),
+                        "end": str(day + timedelta(days=1)),
+                        "include_cancelled": "true",
+                    },
+                )
+                return len(json.loads(answer.content))
+
+        counts = await asyncio.gather(*(page(day) for day in _days(args.days)))
+        records, requests = sum(counts), len(counts)
+    cpu1, rss = _usage()
+    return {
+        "stage": "floor",
+        "seconds": time.perf_counter() - began,
+        "records": records,
+        "requests": requests,
+        "cpu": cpu1 - cpu0,
+        "rss_mib": rss,
+    }
+
+
+async def _loop_stage(args: argparse.Namespace) -> dict[str, Any]:
+    """The plain way: list a day's ids, then ask for each record on its own, one at a time."""
+    cpu0, _ = _usage()
+    began = time.perf_counter()
+    fetched = requests = 0
+    async with httpx.AsyncClient(base_url=args.root_url, timeout=60) as client:
+        await _login(client, args.username, args.password)
+        for day in _days(args.days):
+            listed = await client.get(
+                "/appointments/getCalendarEventData",
+                params={"start": str(day), "end": str(day + timedelta(days=1))},
+            )
+            requests += 1
+            for event in listed.json():
+                if fetched >= args.sample:
+                    break
+                record = await client.get("/appointments/getAppointment", params={"id": event["id"]})
+                record.json()
+                fetched += 1
+                requests += 1
+            if fetched >= args.sample:
+                break
+    cpu1, rss = _usage()
+    return {
+        "stage": "d",
+        "seconds": time.perf_counter() - began,
+        "records": fetched,
+        "requests": requests,
+        "cpu": cpu1 - cpu0,
+        "rss_mib": rss,
+    }
+
+
+def _stage_main(args: argparse.Namespace) -> None:
+    runner = {"floor": _floor_stage, "d": _loop_stage}.get(args.kind, _run_stage)
+    print(json.dumps(asyncio.run(runner(args))), flush=True)
+
+
+# ---- the orchestration ------------------------------------------------------------------------
+
+
+def _stage(kind: str, common: list[str]) -> dict[str, Any]:
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.pull", "stage", "--kind", kind, *common],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+async def _prepare(
+    database_url: str, var_dir: str, sandbox: dict[str, Any], rate: int | None
+) -> tuple[str, str]:
+    """An organization with a vet PIMS integration whose sync config pulls."""
+    from clinicsync.app import create_app
+    from clinicsync.serving import serving
+    from clinicsync.tenancy import service as tenancy_service
+    from clinicsync.tenancy.models import Role
+    from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
+
+    settings = _settings(database_url, var_dir)
+    db = create_engine(database_url)
+    await migrate.upgrade(db)
+    async with session_scope(create_sessionmaker(db)) as session:
+        organization = await tenancy_service.create_organization(
+            session, OrganizationCreate(name="Bench Vets", time_zone=ZONE)
+        )
+        user = await tenancy_service.create_user(
+            session, organization.id, UserCreate(email="owner@bench.example", role=Role.OWNER)
+        )
+        token = (await tenancy_service.issue_token(session, user)).token
+    await db.dispose()
+    headers = {"Authorization": f"Bearer {token}"}
+    limit = (
+        {"rate_limit": {"requests": rate, "per_seconds": 1}}
+        if rate
+        else {"rate_limit": {"requests": 100000, "per_seconds": 1}}
+    )
+    async with (
+        serving(create_app(settings)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=60) as client,
+    ):
+        created = await client.post(
+            "/api/admin/integrations",
+            headers=headers,
+            json={
+                "provider_key": "vet_pims",
+                "base_url": sandbox["root_url"],
+                "settings": {"timezone": ZONE},
+                **limit,
+            },
+        )
+        assert created.status_code == 201, created.text
+        integration_id = created.json()["id"]
+        secret = await client.post(
+            "/api/admin/api-credentials",
+            headers=headers,
+            json={
+                "provider_key": "vet_pims",
+                "integration_id": integration_id,
+                "secrets": {"username": sandbox["username"], "password": sandbox["password"]},
+            },
+        )
+        assert secret.status_code == 201, secret.text
+        config = await client.post(
+            "/api/admin/integration-settings",
+            headers=headers,
+            json={
+                "integration_id": integration_id,
+                "sync_enabled": True,
+                "sync_direction": "from_external",
+            },
+        )
+        assert config.status_code == 201, config.text
+    return str(organization.id), integration_id
+
+
+def _row(name: str, result: dict[str, Any]) -> str:
+    rate = result["records"] / result["seconds"] if result["seconds"] else 0.0
+    return (
+        f"| {name} | {result['records']:,} | {result['requests']:,} | {result['seconds']:.2f} "
+        f"| {rate:,.0f} | {result['cpu']:.2f} | {result['rss_mib']:.0f} |"
+    )
+
+
+def _orchestrate(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="clinicsync-pull-bench-"))
+    sandbox_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.pull",
+            "sandbox",
+            "--patients",
+            str(args.patients),
+            "--appointments",
+            str(args.appointments),
+            "--days",
+            str(args.days),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sandbox_process.stdout is not None
+        sandbox = json.loads(sandbox_process.stdout.readline())
+        results: dict[str, dict[str, Any]] = {}
+        for label, rate in (("fast", None), ("limited", args.rate)):
+            database_url = f"sqlite:///{work / label}.sqlite3"
+            organization_id, integration_id = asyncio.run(
+                _prepare(database_url, str(work / "var"), sandbox, rate)
+            )
+            common = [
+                "--database-url",
+                database_url,
+                "--var-dir",
+                str(work / "var"),
+                "--organization-id",
+                organization_id,
+                "--integration-id",
+                integration_id,
+                "--days",
+                str(args.days),
+                "--root-url",
+                sandbox["root_url"],
+                "--username",
+                sandbox["username"],
+                "--password",
+                sandbox["password"],
+                "--sample",
+                str(args.sample),
+            ]
+            if label == "fast":
+                results["floor"] = _stage("floor", common)
+                results["a"] = _stage("a", common)
+                results["c"] = _stage("c", common)
+                results["d"] = _stage("d", common)
+            else:
+                httpx.put(
+                    f"{sandbox['root_url']}/_sandbox/faults", json={"latency_ms": 20}
+                ).raise_for_status()
+                results["b"] = _stage("b", common)
+                httpx.post(f"{sandbox['root_url']}/_sandbox/faults/reset").raise_for_status()
+    finally:
+        sandbox_process.terminate()
+        sandbox_process.wait(timeout=20)
+    _report(args, results)
+
+
+def _report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    floor, a, b, c, d = (results[key] for key in ("floor", "a", "b", "c", "d"))
+    rate = lambda r: r["records"] / r["seconds"] if r["seconds"] else 0.0  # noqa: E731
+    rate_floor_seconds = b["requests"] / args.rate
+    lines = [
+        START,
+        f"### Pull ({args.appointments:,} appointments over {args.days + 1} days, "
+        f"{args.patients:,} patients; "
+        f"{platform.python_version()}, {os.cpu_count()} CPUs, SQLite; `python -m bench.pull`)",
+        "",
+        "| stage | records | requests | seconds | records/s | CPU s | peak RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        _row("floor: 8 pages in flight, parsed, not stored", floor),
+        _row("(a) sync run, no latency", a),
+        _row(f"(b) sync run, 20 ms/request, {args.rate} requests/s", b),
+        _row("(c) incremental, nothing changed", c),
+        _row(f"(d) one request per record (sample of {args.sample:,})", d),
+        "",
+        f"- (a) reaches {rate(a) / rate(floor):.0%} of the floor's records/s, with "
+        f"{a['cpu'] / max(floor['cpu'], 1e-9):.1f}x its CPU (it also writes every record and "
+        f"checkpoints each page); {rate(a) / max(rate(d), 1e-9):.1f}x the per-record loop.",
+        f"- (b) took {b['seconds']:.1f} s for {b['requests']} requests; the rate-limit floor is "
+        f"{rate_floor_seconds:.1f} s ({b['seconds'] / max(rate_floor_seconds, 1e-9):.2f}x).",
+        f"- (c) made {c['requests']} request(s) for the one entity.",
+        "- (e) dlt's rest_api source was not measured: dlt is not a dependency of the project.",
+        END,
+    ]
+    section = "\n".join(lines)
+    print(section)
+    if args.output:
+        path = Path(args.output)
+        text = path.read_text() if path.exists() else ""
+        if START in text and END in text:
+            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+        else:
+            text = text.rstrip() + "\n\n## Sync pull\n\n" + section + "\n"
+        path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", nargs="?", default="bench", choices=["bench", "sandbox", "stage"])
+    parser.add_argument("--patients", type=int, default=10_000)
+    parser.add_argument("--appointments", type=int, default=50_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--rate", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=1_000)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--kind")
+    parser.add_argument("--database-url")
+    parser.add_argument("--var-dir")
+    parser.add_argument("--organization-id")
+    parser.add_argument("--integration-id")
+    parser.add_argument("--root-url")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    args = parser.parse_args()
+    if args.command == "sandbox":
+        asyncio.run(_serve_sandbox(0, args.patients, args.appointments, args.days))
+    elif args.command == "stage":
+        _stage_main(args)
+    else:
+        _orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()
