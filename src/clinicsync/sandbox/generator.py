@@ -339,7 +339,11 @@ def _generate_appointments(clinic: GeneratedClinic, rng: random.Random, zone: An
     general_types = [t for t in clinic.appointment_types if not t.for_hygiene]
     hygiene_types = [t for t in clinic.appointment_types if t.for_hygiene] or general_types
     patient_count = len(clinic.patients)
-    now_utc = datetime.combine(clinic.today, time(12), tzinfo=zone).astimezone(UTC)
+    # Nothing can have changed after the moment it is generated. A fixed day stops at its noon; the
+    # real today stops at the real now, since before the office's noon a noon stamp would lie in
+    # the future and every "changed since" read would keep returning the generated rows.
+    noon = datetime.combine(clinic.today, time(12), tzinfo=zone).astimezone(UTC)
+    now_utc = noon if spec.today is not None else min(noon, datetime.now(UTC))
     next_id = 1
 
     for slot_index, (day, room) in enumerate(room_days):
