@@ -35,6 +35,20 @@ async def test_a_big_body_is_refused_with_413_before_it_is_read(
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
+async def test_a_json_body_that_is_not_utf8_is_refused_with_422_naming_the_body(
+    client: httpx.AsyncClient, clinic: Clinic
+) -> None:
+    response = await client.post(
+        "/api/v1/patients",
+        content=b'{"first_name": "\xe9ric", "last_name": "B"}',
+        headers={**clinic.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [
+        {"field": "body", "reason": "is not UTF-8 text, which JSON must be"}
+    ]
+
+
 async def test_the_sqlite_database_and_its_wal_files_are_private(tmp_path: Path) -> None:
     path = tmp_path / "var" / "clinic.sqlite3"
     engine = create_engine(f"sqlite:///{path}")

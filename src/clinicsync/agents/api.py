@@ -29,6 +29,7 @@ from clinicsync.agents.schemas import (
 from clinicsync.booking.models import BookingSource
 from clinicsync.config import Settings
 from clinicsync.deps import PLATFORM, Requires, SessionDep
+from clinicsync.edge.openapi import errors
 from clinicsync.errors import NotFound, ValidationFailed
 from clinicsync.integrations.credentials import SecretCipher, cipher_for
 from clinicsync.sync.views import SyncManagerDep
@@ -127,7 +128,7 @@ def _vapi_calls(body: Any) -> tuple[list[tuple[str, str, Any]], str | None]:
     return calls, str(call_id) if call_id else None
 
 
-@router.post("/vapi/tool-calls", dependencies=[PLATFORM])
+@router.post("/vapi/tool-calls", dependencies=[PLATFORM], responses=errors(401))
 async def vapi_tool_calls(
     request: Request,
     session: SessionDep,
@@ -164,7 +165,7 @@ async def vapi_tool_calls(
 # --- Retell ----------------------------------------------------------------------------------------
 
 
-@router.post("/retell/{tool}", dependencies=[PLATFORM])
+@router.post("/retell/{tool}", dependencies=[PLATFORM], responses=errors(401, 404))
 async def retell_function(
     tool: str,
     request: Request,

@@ -1,4 +1,5 @@
-"""Input limits applied before any route runs: body size (413) and NUL characters (422).
+"""Input limits applied before any route runs: body size (413), NUL characters and JSON bodies
+that are not UTF-8 (422).
 
 A NUL character is refused here, for every route and both databases alike: PostgreSQL cannot
 store one in text and fails the write (with the row in its error), while SQLite would store it.
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NUL_REASON = "contains a NUL character, which is not allowed"
+ENCODING_REASON = "is not UTF-8 text, which JSON must be"
 
 
 def _error(status: int, code: str, message: str, details: Any) -> tuple[int, bytes]:
@@ -122,16 +124,32 @@ class InputLimits:
         body = b"".join(chunks)
         field = _body_nul_field(body)
         if field is not None:
-            return (
-                _error(
-                    422,
-                    "validation_failed",
-                    f"{field}: {NUL_REASON}",
-                    [{"field": field, "reason": NUL_REASON}],
-                ),
-                receive,
-            )
+            return _invalid(field, NUL_REASON), receive
+        if _is_json(scope) and not _is_utf8(body):
+            # The framework would answer 400 "error parsing the body"; a caller's mistake in the
+            # body is a 422 naming it, as every other bad input is.
+            return _invalid("body", ENCODING_REASON), receive
         return None, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+
+
+def _invalid(field: str, reason: str) -> tuple[int, bytes]:
+    return _error(422, "validation_failed", f"{field}: {reason}", [{"field": field, "reason": reason}])
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media_type = value.split(b";", 1)[0].strip().lower()
+            return media_type == b"application/json" or media_type.endswith(b"+json")
+    return False
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

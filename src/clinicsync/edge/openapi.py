@@ -41,6 +41,16 @@ AUTHENTICATED = {
     "429": "Too many requests; see Retry-After",
 }
 METHODS = {"get", "put", "post", "patch", "delete"}
+OTHER = {
+    "400": "The request cannot be completed as sent (the body's message says why)",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that answers error statuses beyond those every route documents
+    (a public route's 404, a signed webhook's 401); each gets the error body's schema."""
+    descriptions = COMMON | AUTHENTICATED | OTHER
+    return {status: {"description": descriptions[str(status)]} for status in statuses}
 
 
 def _response(description: str) -> dict[str, Any]:
@@ -64,6 +74,10 @@ def _with_errors(document: dict[str, Any]) -> dict[str, Any]:
             for status, description in wanted.items():
                 if status == "422" or status not in responses:
                     responses[status] = _response(description)
+            for status, response in responses.items():
+                # An error a route declares by description alone has the common error body.
+                if status.startswith(("4", "5")) and "content" not in response:
+                    responses[status] = _response(response.get("description", ""))
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return document

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from clinicsync.config import Settings
 from clinicsync.db.engine import session_scope
 from clinicsync.deps import PUBLIC, Requires, get_sessionmaker, writes_in_own_transactions
+from clinicsync.edge.openapi import errors
 from clinicsync.integrations import oauth
 from clinicsync.integrations.credentials import cipher_for
 from clinicsync.integrations.outbound import OutboundPolicy
@@ -71,6 +72,7 @@ async def connect_url(
     "/api/oauth/callback",
     name=CALLBACK_ROUTE,
     dependencies=[PUBLIC, Depends(writes_in_own_transactions)],
+    responses=errors(400),
 )
 async def callback(
     request: Request,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from clinicsync.deps import PUBLIC, Requires, SessionDep, writes_in_own_transactions
+from clinicsync.edge.openapi import errors
 from clinicsync.jobs import tasks
 from clinicsync.logging import get_logger
 from clinicsync.sync import audit, conflicts, webhooks
@@ -110,7 +111,7 @@ async def subscribe_webhooks(
     "/{provider}/{integration_id}",
     response_model=WebhookAck,
     dependencies=[PUBLIC],
-    responses={202: {"model": WebhookAck}, 401: {"description": "not verified"}},
+    responses={202: {"model": WebhookAck}, **errors(401, 404)},
 )
 async def receive_webhook(provider: str, integration_id: uuid.UUID, request: Request) -> Response:
     """Public, and proven by the provider's own scheme; stored before the answer, applied by a job."""
