@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from functools import partial
 
 import httpx
 import requests
@@ -59,24 +57,23 @@ class Findings:
 
 
 def _probe(schema_url: str, base_url: str, tokens: dict[str, str]) -> Findings:
-    """Sends every operation's generated cases to the server once per caller (blocking: run it in
-    a thread while the server answers on the event loop). The schema is loaded and each
-    strategy built once, and shared by the callers."""
-    schema = schemathesis.openapi.from_url(schema_url)
+    """Sends every operation's generated cases to the server, each case once per caller (blocking:
+    run it in a thread while the server answers on the event loop). Generating a case costs far
+    more than sending it, so the callers share the cases."""
+    # A generous timeout: the document is built on its first request, on a machine that may be
+    # running the rest of the suite.
+    schema = schemathesis.openapi.from_url(schema_url, timeout=120)
     findings = Findings()
+    callers = {caller: {"Authorization": f"Bearer {token}"} for caller, token in tokens.items()}
     with requests.Session() as session:
         for result in schema.get_all_operations():
             operation = result.ok()
-            key = f"{operation.method.upper()} {operation.path}"
             if (operation.method.upper(), operation.path) in EXCLUDED:
                 continue
             findings.operations += 1
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 strategy = operation.as_strategy(generation_mode=mode)
-                for caller, token in tokens.items():
-                    record = partial(findings.add, f"{key} as {caller}")
-                    headers = {"Authorization": f"Bearer {token}"}
-                    findings.requests += _run(strategy, base_url, session, headers, record)
+                findings.requests += _run(strategy, base_url, session, callers, findings)
     return findings
 
 
@@ -84,10 +81,10 @@ def _run(
     strategy: SearchStrategy[Case],
     base_url: str,
     session: requests.Session,
-    headers: dict[str, str],
-    record: Callable[[Case, FailureGroup], None],
+    callers: dict[str, dict[str, str]],
+    findings: Findings,
 ) -> int:
-    """Sends up to EXAMPLES cases drawn from ``strategy``; returns how many were sent."""
+    """Sends up to EXAMPLES cases drawn from ``strategy`` as each caller; returns the requests sent."""
     sent = 0
 
     # No shrinking: each failure is recorded with the request that showed it, and the run goes
@@ -103,19 +100,20 @@ def _run(
     @given(case=strategy)
     def each(case: Case) -> None:
         nonlocal sent
-        sent += 1
-        try:
-            # Redirects are not followed: an OAuth connect answers 303 to the provider's site.
-            case.call_and_validate(
-                base_url=base_url,
-                session=session,
-                headers=headers,
-                checks=CHECKS,
-                allow_redirects=False,
-                timeout=30,
-            )
-        except FailureGroup as group:
-            record(case, group)
+        for caller, headers in callers.items():
+            sent += 1
+            try:
+                # Redirects are not followed: an OAuth connect answers 303 to the provider's site.
+                case.call_and_validate(
+                    base_url=base_url,
+                    session=session,
+                    headers=headers,
+                    checks=CHECKS,
+                    allow_redirects=False,
+                    timeout=60,
+                )
+            except FailureGroup as group:
+                findings.add(f"{case.method} {case.path} as {caller}", case, group)
 
     # Negative mode on an operation with nothing to make invalid (no parameters, no body).
     with suppress(Unsatisfiable):

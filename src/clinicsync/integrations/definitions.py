@@ -108,6 +108,17 @@ class ParameterMapSpec(_Strict):
         return fold_transform(data)
 
 
+# Bounds on the numbers a definition carries. A definition comes from an admin (or a YAML file
+# they upload), and an unbounded number either overflows a database column (a 500 on PostgreSQL)
+# or makes a limiter, a retry or a page loop wait or spin for ever; out of range is a 422 naming
+# the field. Each bound is far beyond any real provider's figure.
+MAX_RATE_REQUESTS = 100_000
+DAY_SECONDS = 86_400
+MAX_WAIT_SECONDS = 3_600
+MAX_TIMEOUT_SECONDS = 600
+MAX_PAGES = 1_000_000
+
+
 class PaginationStyle(StrEnum):
     NONE = "none"
     OFFSET = "offset"
@@ -123,7 +134,7 @@ class PaginationSpec(_Strict):
     offset_param: str = "offset"
     page_param: str = "page"
     per_page_param: str | None = "per_page"
-    start_page: int = 1
+    start_page: int = Field(default=1, ge=0, le=MAX_PAGES)
     next_link_path: str | None = Field(default=None, description="response path of the next page's URL")
     total_path: str | None = Field(default=None, description="response path of the total record count")
     token_param: str = "pageToken"
@@ -131,7 +142,7 @@ class PaginationSpec(_Strict):
     cursor_param: str = "cursor"
     cursor_path: str = "next_cursor"
     has_more_path: str | None = None
-    max_pages: int = Field(default=10_000, ge=1)
+    max_pages: int = Field(default=10_000, ge=1, le=MAX_PAGES)
 
 
 class ResponseSpec(_Strict):
@@ -225,7 +236,7 @@ class AuthSpec(_Strict):
     scope: str | None = None
     client_auth: Literal["body", "basic"] = "body"
     token_params_in: Literal["body", "query"] = "body"
-    refresh_margin_seconds: float = Field(default=60, ge=0)
+    refresh_margin_seconds: float = Field(default=60, ge=0, le=DAY_SECONDS)
     # oauth2_refresh_token connected by a person (authorization-code grant with PKCE)
     authorization_url: str | None = Field(default=None, description="the provider's consent page")
     authorization_params: dict[str, str] = Field(
@@ -272,18 +283,23 @@ class AuthSpec(_Strict):
 
 
 class RateLimitSpec(_Strict):
-    requests: int = Field(ge=1)
-    per_seconds: float = Field(gt=0)
+    requests: int = Field(ge=1, le=MAX_RATE_REQUESTS)
+    per_seconds: float = Field(gt=0, le=DAY_SECONDS)
     burst: int | None = Field(
-        default=None, ge=1, description="requests allowed at once; the rest are spread out"
+        default=None,
+        ge=1,
+        le=MAX_RATE_REQUESTS,
+        description="requests allowed at once; the rest are spread out",
     )
 
 
 class RetrySpec(_Strict):
     attempts: int = Field(default=4, ge=1, le=20)
-    base_delay: float = Field(default=0.5, ge=0)
-    max_delay: float = Field(default=30, ge=0)
-    max_retry_after: float = Field(default=120, ge=0, description="longest Retry-After honoured")
+    base_delay: float = Field(default=0.5, ge=0, le=MAX_WAIT_SECONDS)
+    max_delay: float = Field(default=30, ge=0, le=MAX_WAIT_SECONDS)
+    max_retry_after: float = Field(
+        default=120, ge=0, le=MAX_WAIT_SECONDS, description="longest Retry-After honoured"
+    )
 
 
 class ProviderDefinition(_Strict):
@@ -300,7 +316,7 @@ class ProviderDefinition(_Strict):
     )
     rate_limit: RateLimitSpec | None = None
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    timeout_seconds: float = Field(default=30, gt=0)
+    timeout_seconds: float = Field(default=30, gt=0, le=MAX_TIMEOUT_SECONDS)
     pagination: PaginationSpec = Field(default_factory=PaginationSpec)
     test_function: str | None = None
     parameter_maps: list[ParameterMapSpec] = Field(default_factory=list)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinicsync.integrations.definitions import (
+    MAX_TIMEOUT_SECONDS,
     PROVIDER_KEY_PATTERN,
     AuthSpec,
     EndpointSpec,
@@ -18,6 +19,9 @@ from clinicsync.integrations.definitions import (
 )
 from clinicsync.integrations.sync_spec import SyncOperation, SyncOperationSpec
 from clinicsync.integrations.transforms import TRANSFORMS
+
+# A parameter map's place in its list; an Integer column, so bounded well inside it.
+MAX_POSITION = 10_000
 
 
 class _Input(BaseModel):
@@ -40,7 +44,7 @@ class IntegrationCreate(_Input):
     pagination: PaginationSpec | None = None
     headers: dict[str, str] | None = None
     retry: RetrySpec | None = None
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
     test_function: str | None = None
     sync: dict[SyncOperation, SyncOperationSpec] | None = Field(
         default=None, description="which function serves each sync operation (see docs/providers.md)"
@@ -59,7 +63,7 @@ class IntegrationUpdate(_Input):
     pagination: PaginationSpec | None = None
     headers: dict[str, str] | None = None
     retry: RetrySpec | None = None
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
     test_function: str | None = None
     sync: dict[SyncOperation, SyncOperationSpec] | None = Field(
         default=None, description="replaces this integration's own sync section"
@@ -129,7 +133,7 @@ class ParameterMapCreate(_Input):
     external_name: str = Field(min_length=1, max_length=200)
     transform: str | None = None
     transform_args: dict[str, Any] = Field(default_factory=dict)
-    position: int = 0
+    position: int = Field(default=0, ge=0, le=MAX_POSITION)
 
     @field_validator("transform")
     @classmethod
@@ -144,7 +148,7 @@ class ParameterMapUpdate(_Input):
     external_name: str | None = Field(default=None, min_length=1, max_length=200)
     transform: str | None = None
     transform_args: dict[str, Any] | None = None
-    position: int | None = None
+    position: int | None = Field(default=None, ge=0, le=MAX_POSITION)
 
     @field_validator("transform")
     @classmethod
