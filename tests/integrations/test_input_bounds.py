@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.factories import Tenant, TenantFactory
 
 HUGE = 10**15
@@ -77,7 +76,9 @@ async def test_changing_a_rate_limit_out_of_range_is_refused_and_the_old_one_kep
     assert kept.json()["rate_limit_requests"] == 5
 
 
-async def test_a_parameter_map_position_out_of_range_is_refused(client: httpx.AsyncClient, admin: Tenant) -> None:
+async def test_a_parameter_map_position_out_of_range_is_refused(
+    client: httpx.AsyncClient, admin: Tenant
+) -> None:
     created = await client.post("/api/admin/integrations", json=_integration(), headers=admin.headers)
     assert created.status_code == 201, created.text
     response = await client.post(
