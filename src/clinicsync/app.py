@@ -23,6 +23,7 @@ from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker
 from clinicsync.deps import PUBLIC
+from clinicsync.edge.apidocs import install_api_docs
 from clinicsync.edge.headers import SecurityHeaders
 from clinicsync.edge.limits import InputLimits
 from clinicsync.edge.openapi import document_errors
@@ -172,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Booking for clinics, kept in step with their practice-management system.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.login_throttle = LoginThrottle(
@@ -181,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_edge(app, settings)
+    install_api_docs(app)
 
     @app.get("/health", tags=["ops"], dependencies=[PUBLIC])
     async def health(request: Request) -> JSONResponse:
