@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clinicsync.tenancy.throttle import LoginThrottle
+from clinicsync.app import create_app
+from clinicsync.config import Settings
+from clinicsync.db.engine import session_scope
+from clinicsync.serving import serving
+from clinicsync.tenancy.throttle import LoginFailure, LoginThrottle
 from tests.factories import TenantFactory
 
 PASSWORD = "correct horse battery"
@@ -86,14 +93,67 @@ async def test_sixteen_concurrent_logins_all_answer_and_health_answers_meanwhile
     assert [response.status_code for response in answered] == [200] * 16
 
 
-def test_one_address_trying_many_accounts_is_throttled_and_the_window_passes() -> None:
+async def test_one_address_trying_many_accounts_is_throttled_and_the_window_passes(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
     now = [1000.0]
     throttle = LoginThrottle(account_limit=10, address_limit=5, window_seconds=60, clock=lambda: now[0])
     for number in range(5):
-        assert throttle.retry_after(f"/user{number}@example.com", "203.0.113.9") is None
-        throttle.failed(f"/user{number}@example.com", "203.0.113.9")
+        assert await throttle.retry_after(sessionmaker, f"/user{number}@example.com", "203.0.113.9") is None
+        await throttle.failed(sessionmaker, f"/user{number}@example.com", "203.0.113.9")
         now[0] += 1
-    assert throttle.retry_after("/someone.else@example.com", "203.0.113.9") == 55
-    assert throttle.retry_after("/someone.else@example.com", "198.51.100.7") is None
+    assert await throttle.retry_after(sessionmaker, "/someone.else@example.com", "203.0.113.9") == 55
+    assert await throttle.retry_after(sessionmaker, "/someone.else@example.com", "198.51.100.7") is None
     now[0] += 55
-    assert throttle.retry_after("/someone.else@example.com", "203.0.113.9") is None
+    assert await throttle.retry_after(sessionmaker, "/someone.else@example.com", "203.0.113.9") is None
+
+
+async def test_the_failure_table_holds_no_email_or_address(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await LoginThrottle().failed(sessionmaker, "/desk@example.com", "203.0.113.9")
+    async with session_scope(sessionmaker) as session:
+        keys = list((await session.execute(select(LoginFailure.key))).scalars())
+    assert len(keys) == 2
+    assert not any("example.com" in key or "203.0.113" in key for key in keys)
+
+
+async def test_two_server_processes_over_one_database_share_the_count(
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tenant_factory: TenantFactory,
+    tmp_path: Path,
+) -> None:
+    # Two app instances, each with its own throttle object, as `serve --workers 2` runs them:
+    # five failures on each reach the account's limit of ten between them.
+    def settings(name: str) -> Settings:
+        return Settings(
+            database_url=database_url,
+            migrate_on_start=False,
+            environment="test",
+            var_dir=tmp_path / name,
+            secret_key="test-secret-key-for-encryption-only",
+        )
+
+    async with (
+        serving(create_app(settings("one"))) as first,
+        serving(create_app(settings("two"))) as second,
+        httpx.AsyncClient(timeout=60) as http,
+    ):
+        async with httpx.AsyncClient(base_url=first, timeout=60) as owner_client:
+            await _staff_login(owner_client, tenant_factory)
+        statuses = []
+        for attempt in range(10):
+            base_url = first if attempt % 2 == 0 else second
+            response = await http.post(
+                f"{base_url}/api/v1/auth/login",
+                json={"email": "desk@example.com", "password": f"guess number {attempt}"},
+            )
+            statuses.append(response.status_code)
+        assert statuses == [401] * 10
+        for base_url in (first, second):
+            refused = await http.post(
+                f"{base_url}/api/v1/auth/login", json={"email": "desk@example.com", "password": PASSWORD}
+            )
+            assert refused.status_code == 429, refused.text
+            assert 0 < int(refused.headers["Retry-After"]) <= 900

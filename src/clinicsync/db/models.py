@@ -10,5 +10,6 @@ from clinicsync.sync import models as sync_models  # noqa: F401
 from clinicsync.sync.runs import models as sync_run_models  # noqa: F401
 from clinicsync.sync.slots import models as sync_slot_models  # noqa: F401
 from clinicsync.tenancy import models as tenancy_models  # noqa: F401
+from clinicsync.tenancy import throttle as tenancy_throttle  # noqa: F401
 
 metadata = Base.metadata

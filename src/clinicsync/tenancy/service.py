@@ -285,7 +285,7 @@ async def login(
     """Checks the password and issues a token without holding a database connection or the
     SQLite write lock while argon2 runs: a burst of logins queues for the hasher, not for the pool."""
     account = f"{(organization or '').lower()}/{email.lower()}"
-    wait = throttle.retry_after(account, address)
+    wait = await throttle.retry_after(sessionmaker, account, address)
     if wait is not None:
         raise TooManyRequests(f"too many failed logins; try again in {wait} seconds", retry_after=wait)
     query = select(User.id, User.password_hash).where(User.email == email.lower(), User.is_active.is_(True))
@@ -302,9 +302,9 @@ async def login(
     # Verify even when the user is missing-or-passwordless so timing doesn't reveal which emails exist.
     verified = await security.verify_password_off_loop(password_hash or _DUMMY_HASH, password)
     if not verified or user_id is None or password_hash is None:
-        throttle.failed(account, address)
+        await throttle.failed(sessionmaker, account, address)
         raise Unauthorized("email or password is wrong")
-    throttle.succeeded(account)
+    await throttle.succeeded(sessionmaker, account)
     async with session_scope(sessionmaker) as write:
         holder = await write.get(User, user_id)
         if holder is None or not holder.is_active or holder.password_hash != password_hash:
