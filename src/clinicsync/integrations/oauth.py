@@ -197,8 +197,8 @@ async def finish_connect(
         definition.auth.token_url or ""
     )
     # The token endpoint is held to the same outbound policy as every provider call.
-    hooks = {"request": [outbound.check_request]} if outbound is not None else {}
-    async with httpx.AsyncClient(timeout=definition.timeout_seconds, event_hooks=hooks) as client:
+    transport = outbound.transport() if outbound is not None else None
+    async with httpx.AsyncClient(timeout=definition.timeout_seconds, transport=transport) as client:
         try:
             granted = await token_request(
                 client,

@@ -12,8 +12,10 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from clinicsync.errors import ClinicSyncError
@@ -82,20 +84,76 @@ class OutboundPolicy:
                 details=[{"field": field, "reason": "non-public address"}],
             )
 
-    async def check_request(self, request: httpx.Request) -> None:
-        """httpx request hook: every address the host resolves to must be public or allowed."""
-        host = request.url.host.lower()
-        if host in self.hosts:
-            return
+    async def resolve(self, host: str, port: int) -> str:
+        """The address to connect to for ``host``: every address it resolves to must be public or
+        allowed (a name with one bad address is refused whole), and the caller connects to the
+        address checked here, so a second lookup cannot swap in another (DNS rebinding)."""
+        if host.lower() in self.hosts:
+            return host
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, request.url.port or 443, type=socket.SOCK_STREAM)
-        except OSError:
-            return  # unresolvable: the connection itself fails and is reported as such
-        for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
+        addresses = [str(info[4][0]).split("%", 1)[0] for info in infos]
+        for text in addresses:
+            address = ipaddress.ip_address(text)
             if not self.allows(address):
                 raise AddressRefused(
                     f"requests to {host} ({address}) are refused: a loopback, link-local or private "
                     "address is allowed only when listed in CLINICSYNC_OUTBOUND_ALLOWLIST"
                 )
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} resolves to no address")
+        return addresses[0]
+
+    async def check_request(self, request: httpx.Request) -> None:
+        """Refuses a request whose host resolves to an address the policy does not allow."""
+        await self.resolve(request.url.host, request.url.port or DEFAULT_PORTS.get(request.url.scheme, 443))
+
+    def transport(self) -> httpx.AsyncHTTPTransport:
+        """An httpx transport whose connections open only to addresses this policy checked."""
+        return _PinnedTransport(self)
+
+
+class _CheckedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves and checks the host when the connection opens, then connects to that very
+    address. TLS still names the host (SNI and certificate check use the URL's host, as httpcore
+    takes them from the request's origin), and so does the Host header."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        address = await self._policy.resolve(host, port)
+        return await self._inner.connect_tcp(
+            address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not a PMS address")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, policy: OutboundPolicy) -> None:
+        # No proxies from the environment: a proxy would make the connection, not us.
+        super().__init__(trust_env=False)
+        # httpx builds its pool without a way to pass a network backend; the pool is rebuilt
+        # with the same defaults and the checking backend.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=_CheckedBackend(policy),
+        )

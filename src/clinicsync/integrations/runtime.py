@@ -124,9 +124,10 @@ class IntegrationRuntime:
         self.budget: RateBudget | None = resolved.budget
         if self.budget is None and definition.rate_limit is not None:
             self.budget = LocalBudget(definition.rate_limit)
-        hooks = {"request": [resolved.outbound.check_request]} if resolved.outbound is not None else {}
+        # The outbound policy checks each connection's address as it opens (integrations/outbound.py).
+        transport = resolved.outbound.transport() if resolved.outbound is not None else None
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False, event_hooks=hooks
+            timeout=httpx.Timeout(definition.timeout_seconds), follow_redirects=False, transport=transport
         )
         self.auth: AuthStrategy = build_auth(
             definition.auth, resolved.secrets, resolved.url, resolved.on_secret_update, resolved.shared_tokens
