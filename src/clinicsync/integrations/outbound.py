@@ -150,10 +150,14 @@ class _CheckedBackend(httpcore.AsyncNetworkBackend):
 class _PinnedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: OutboundPolicy) -> None:
         # No proxies from the environment: a proxy would make the connection, not us.
-        super().__init__(trust_env=False)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
+        super().__init__(trust_env=False, limits=limits)
         # httpx builds its pool without a way to pass a network backend; the pool is rebuilt
-        # with the same defaults and the checking backend.
+        # with the same settings and the checking backend.
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
             network_backend=_CheckedBackend(policy),
         )
