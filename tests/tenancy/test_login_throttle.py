@@ -98,14 +98,19 @@ async def test_one_address_trying_many_accounts_is_throttled_and_the_window_pass
 ) -> None:
     now = [1000.0]
     throttle = LoginThrottle(account_limit=10, address_limit=5, window_seconds=60, clock=lambda: now[0])
+
+    async def wait(account: str, address: str) -> int | None:
+        async with session_scope(sessionmaker, write=False) as session:
+            return await throttle.retry_after(session, account, address)
+
     for number in range(5):
-        assert await throttle.retry_after(sessionmaker, f"/user{number}@example.com", "203.0.113.9") is None
+        assert await wait(f"/user{number}@example.com", "203.0.113.9") is None
         await throttle.failed(sessionmaker, f"/user{number}@example.com", "203.0.113.9")
         now[0] += 1
-    assert await throttle.retry_after(sessionmaker, "/someone.else@example.com", "203.0.113.9") == 55
-    assert await throttle.retry_after(sessionmaker, "/someone.else@example.com", "198.51.100.7") is None
+    assert await wait("/someone.else@example.com", "203.0.113.9") == 55
+    assert await wait("/someone.else@example.com", "198.51.100.7") is None
     now[0] += 55
-    assert await throttle.retry_after(sessionmaker, "/someone.else@example.com", "203.0.113.9") is None
+    assert await wait("/someone.else@example.com", "203.0.113.9") is None
 
 
 async def test_the_failure_table_holds_no_email_or_address(

@@ -285,7 +285,7 @@ async def login(
     """Checks the password and issues a token without holding a database connection or the
     SQLite write lock while argon2 runs: a burst of logins queues for the hasher, not for the pool."""
     account = f"{(organization or '').lower()}/{email.lower()}"
-    wait = await throttle.retry_after(sessionmaker, account, address)
+    wait = await throttle.retry_after(session, account, address)
     if wait is not None:
         raise TooManyRequests(f"too many failed logins; try again in {wait} seconds", retry_after=wait)
     query = select(User.id, User.password_hash).where(User.email == email.lower(), User.is_active.is_(True))

@@ -53,27 +53,27 @@ class LoginThrottle:
             (_key("address", address), self.address_limit),
         )
 
-    async def retry_after(
-        self, maker: async_sessionmaker[AsyncSession], account: str, address: str
-    ) -> int | None:
-        """Seconds until ``account`` from ``address`` may try again, or None if it may now."""
+    async def retry_after(self, session: AsyncSession, account: str, address: str) -> int | None:
+        """Seconds until ``account`` from ``address`` may try again, or None if it may now.
+
+        Reads in the caller's session: a login already holds one for its own read, and taking a
+        second connection per login would let a burst of logins use up the pool between them."""
         now = self.clock()
         since = now - self.window_seconds
         waits = []
-        async with session_scope(maker, write=False) as session:
-            for key, limit in self._limits(account, address):
-                recent = list(
-                    (
-                        await session.execute(
-                            select(LoginFailure.failed_at)
-                            .where(LoginFailure.key == key, LoginFailure.failed_at > since)
-                            .order_by(LoginFailure.failed_at.desc())
-                            .limit(limit)
-                        )
-                    ).scalars()
-                )
-                if len(recent) >= limit:
-                    waits.append(recent[-1] + self.window_seconds - now)
+        for key, limit in self._limits(account, address):
+            recent = list(
+                (
+                    await session.execute(
+                        select(LoginFailure.failed_at)
+                        .where(LoginFailure.key == key, LoginFailure.failed_at > since)
+                        .order_by(LoginFailure.failed_at.desc())
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if len(recent) >= limit:
+                waits.append(recent[-1] + self.window_seconds - now)
         return max(1, math.ceil(max(waits))) if waits else None
 
     async def failed(self, maker: async_sessionmaker[AsyncSession], account: str, address: str) -> None:
