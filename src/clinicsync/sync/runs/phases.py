@@ -5,6 +5,7 @@ the incremental pull. Each reads the PMS outside any transaction and writes page
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from clinicsync.sync.runs.context import (
 from clinicsync.sync.runs.models import SyncCase
 
 ENRICHMENT_BATCH = 25
+READ_AHEAD = 4  # day pages in flight while one is written
 
 # ---- the phases --------------------------------------------------------------------------------
 
@@ -52,27 +54,49 @@ async def _paged_pull(
     extra_pages: int = 0,
 ) -> None:
     await update_run(rc, phase=(phase, {"pages_total": len(pages) + extra_pages}))
-    for index in range(rc.resume_page(phase), len(pages)):
-        window = pages[index]
-        inside, whole = await rc.read_days(window)
+    first = rc.resume_page(phase)
+    # Pages are read ahead (inside the rate budget) while earlier ones are written; they are
+    # still written and checkpointed strictly in order.
+    reads: dict[int, asyncio.Task[tuple[list[dict[str, Any]], list[dict[str, Any]]]]] = {}
+    try:
+        for index in range(first, len(pages)):
+            for ahead in range(index, min(index + READ_AHEAD, len(pages))):
+                if ahead not in reads:
+                    reads[ahead] = asyncio.create_task(rc.read_days(pages[ahead]))
+            inside, whole = await reads.pop(index)
+            await _write_page(rc, phase, pages, index, inside, whole, write, extra_pages)
+    finally:
+        for task in reads.values():
+            task.cancel()
+        for task in reads.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
-        async def work(
-            session: AsyncSession,
-            inside: list[dict[str, Any]] = inside,
-            whole: list[dict[str, Any]] = whole,
-            window: tuple[datetime, datetime] = window,
-        ) -> PageOutcome:
-            return await write(session, inside, whole, window)
 
-        day = window[0].astimezone(rc.windows.zone).date().isoformat()
-        await commit_page(
-            rc,
-            phase,
-            index,
-            work,
-            operation=f"{phase}: {day} ({len(inside)} appointments)",
-            last=index == len(pages) - 1 and not extra_pages,
-        )
+async def _write_page(
+    rc: RunContext,
+    phase: str,
+    pages: list[tuple[datetime, datetime]],
+    index: int,
+    inside: list[dict[str, Any]],
+    whole: list[dict[str, Any]],
+    write: PageWrite,
+    extra_pages: int,
+) -> None:
+    window = pages[index]
+
+    async def work(session: AsyncSession) -> PageOutcome:
+        return await write(session, inside, whole, window)
+
+    day = window[0].astimezone(rc.windows.zone).date().isoformat()
+    await commit_page(
+        rc,
+        phase,
+        index,
+        work,
+        operation=f"{phase}: {day} ({len(inside)} appointments)",
+        last=index == len(pages) - 1 and not extra_pages,
+    )
 
 
 async def backward(rc: RunContext) -> None:
