@@ -5,10 +5,9 @@
 The server runs as its own process (``clinicsync serve``) so that the clients' parsing doesn't share
 its event loop. Every client is subscribed to the same organization; the bench books
 ``--changes`` appointments one after another and each client notes when each event arrives. The
-latency of one delivery is the arrival time minus the event's ``created_at``, which is stamped just
-before COMMIT, so it includes the commit itself (on PostgreSQL the WAL flush). The floor is a plain
-GET /health round trip in the same run. The report replaces the section between the realtime
-markers of BENCHMARKS.md.
+latency of one delivery is the arrival time minus the event's ``created_at``, which is stamped at
+flush, just before commit, so it slightly over-counts. The floor is a plain GET /health round trip
+in the same run. The report replaces the section between the realtime markers of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -149,8 +148,7 @@ def report(results: list[Figures], arguments: argparse.Namespace) -> str:
     lines += [
         "",
         "Target: p99 < 100 ms on both databases. A delivery is one event reaching one client; the "
-        "latency counts from the event's stamp (just before COMMIT, so the commit's own WAL flush is "
-        "included) to the client having parsed it.",
+        "latency counts from the event's flush (just before commit) to the client having parsed it.",
         END,
     ]
     return "\n".join(lines)

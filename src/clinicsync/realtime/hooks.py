@@ -11,7 +11,6 @@ One set of listeners on every SQLAlchemy ``Session``:
   only if the transaction commits.
 * ``do_orm_execute`` covers ORM bulk ``update()`` / ``delete()`` statements, which bypass the
   flush (removing a practitioner cancels their appointments that way).
-* ``before_commit`` stamps the transaction's events with the time of commit.
 * ``after_commit`` wakes this process's hubs; a rollback discards the rows and the notification.
 
 Writes that bypass the ORM call ``record()`` in their transaction.
@@ -39,7 +38,6 @@ ACTOR_KEY = "realtime.actor_user_id"
 _LOCKED_KEY = "realtime.locked_organizations"
 _COALESCED_KEY = "realtime.coalesced"
 _WROTE_KEY = "realtime.wrote"
-_IDS_KEY = "realtime.event_ids"
 _LOCK_NAMESPACE = 0x6373  # "cs": keeps our advisory locks apart from anyone else's
 
 _table: Table = ChangeEvent.__table__  # type: ignore[assignment]
@@ -153,7 +151,6 @@ def write_changes(session: Session, changes: list[Change]) -> list[int]:
         # Only the id travels: payloads are capped at 8000 bytes and listeners read the rows anyway.
         connection.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": CHANNEL, "id": str(max(ids))})
     session.info[_WROTE_KEY] = True
-    session.info.setdefault(_IDS_KEY, []).extend(ids)
     return ids
 
 
@@ -244,21 +241,6 @@ def _bulk_statement(state: ORMExecuteState) -> Any:
     return result
 
 
-@event.listens_for(Session, "before_commit")
-def _before_commit(session: Session) -> None:
-    """Stamps this transaction's events with the moment of commit rather than of their flush.
-
-    ``created_at`` then says when the change became visible (what the retention window and the
-    commit-to-client latency count from), not how long the rest of the transaction took. The
-    flush first: changes still pending reach their events, and nothing is left for commit's own
-    flush to add after the stamp.
-    """
-    session.flush()
-    ids: list[int] = session.info.pop(_IDS_KEY, [])
-    if ids:
-        session.connection().execute(_table.update().where(_table.c.id.in_(ids)).values(created_at=utcnow()))
-
-
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     if session.info.pop(_WROTE_KEY, False):
@@ -270,6 +252,5 @@ def _after_commit(session: Session) -> None:
 def _after_transaction_end(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_WROTE_KEY, None)
-        session.info.pop(_IDS_KEY, None)
         session.info.pop(_LOCKED_KEY, None)
         session.info.pop(_COALESCED_KEY, None)
