@@ -399,11 +399,7 @@ async def create_appointment(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     result = await sync.create_appointment(session, principal, body, idempotency_key=idempotency_key)
-    if result.record is not None:
-        # Inserted by this very transaction: no PMS has been told of it yet, so it has no refs.
-        shown = AppointmentWithSync(**result.appointment.model_dump(), external_refs=[])
-    else:
-        shown = await views.appointment_with_refs(session, principal, result.appointment)
+    shown = await views.new_appointment_with_refs(session, principal, result)
     headers = {
         "ETag": _etag(result.appointment.version),
         "Location": f"/api/v1/appointments/{result.appointment.id}",

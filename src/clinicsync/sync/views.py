@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinicsync.booking.appointments import BookingResult
 from clinicsync.booking.schemas import AppointmentRead, PatientRead
-from clinicsync.sync import refs
+from clinicsync.sync import outbox, refs
 from clinicsync.sync.manager import SyncManager
 from clinicsync.sync.models import RecordType
 from clinicsync.sync.schemas import AppointmentWithSync, PatientWithSync
@@ -34,6 +35,16 @@ async def appointments_with_refs(
         session, principal.organization_id, RecordType.APPOINTMENT, [r.id for r in reads]
     )
     return [AppointmentWithSync(**read.model_dump(), external_refs=found.get(read.id, [])) for read in reads]
+
+
+async def new_appointment_with_refs(
+    session: AsyncSession, principal: Principal, result: BookingResult
+) -> AppointmentWithSync:
+    """A booking just answered: one this transaction inserted and owed to no PMS has no refs
+    yet, so it is shown without reading them; one owed to a PMS shows its pending refs."""
+    if result.record is not None and not session.info.get(outbox.SESSION_KEY):
+        return AppointmentWithSync(**result.appointment.model_dump(), external_refs=[])
+    return await appointment_with_refs(session, principal, result.appointment)
 
 
 async def appointment_with_refs(
