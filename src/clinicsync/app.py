@@ -50,6 +50,7 @@ from clinicsync.web import WEB_ASSETS
 from clinicsync.web.admin import router as admin_pages_router
 from clinicsync.web.pages import router as pages_router
 from clinicsync.web.render import install_page_errors
+from clinicsync.web.runs_pages import router as runs_pages_router
 from clinicsync.web.sync_pages import router as sync_pages_router
 
 log = get_logger(__name__)
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(realtime_router)
     app.include_router(pages_router)
     app.include_router(admin_pages_router)
+    app.include_router(runs_pages_router)
     app.include_router(sync_pages_router)
     install_page_errors(app)
     app.mount("/assets", StaticFiles(directory=WEB_ASSETS), name="assets")

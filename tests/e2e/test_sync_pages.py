@@ -219,6 +219,45 @@ def test_sync_pages_need_an_admin(signed_in: Any, clinic_server: SeededClinic) -
         assert anonymous.get("/admin/sync", headers={"Accept": "text/html"}).status_code == 401
 
 
+def test_a_full_sync_started_from_the_dashboard_is_watched_to_100_percent(
+    signed_in: Any, clinic_server: SeededClinic, connected: ConnectedClinic
+) -> None:
+    page = signed_in(clinic_server.owner_email).new_page()
+    page.goto("/admin/sync/runs")
+    page.get_by_role("button", name="Full Sync (past 14 days + next 14 days)").click()
+    expect(page.get_by_role("status").filter(has_text="Sync started")).to_be_visible()
+    run_id = page.url.split("started=")[1]
+    # No reload from here on: the active card and the history follow the run's change events.
+    row = page.locator(f"tr[data-run='{run_id}']")
+    expect(row.locator(".badge.run-completed")).to_be_visible(timeout=60_000)
+    with api(clinic_server) as http:
+        progress = http.get(f"/api/v1/sync/progress/{run_id}").json()
+    assert progress["status"] == "completed" and progress["progress_percentage"] == 100.0
+
+    detail = signed_in(clinic_server.owner_email).new_page()
+    detail.goto(f"/admin/sync/runs/{run_id}")
+    expect(detail.locator("#run-status")).to_have_text("completed")
+    expect(detail.locator("progress")).to_have_attribute("value", "100.0")
+
+
+def test_a_preview_from_the_advanced_section_reports_without_writing(
+    signed_in: Any, clinic_server: SeededClinic, connected: ConnectedClinic
+) -> None:
+    page = signed_in(clinic_server.owner_email).new_page()
+    page.goto("/admin/sync/runs")
+    page.get_by_text("Advanced: one operation, or a preview").click()
+    page.get_by_label("Days back").fill("400")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#backward_days-error")).to_contain_text("366")
+    expect(page.get_by_label("Days back")).to_have_value("400")
+
+    page.get_by_label("Days back").fill("3")
+    page.get_by_label("Operation").select_option("inbound")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
+    expect(page.get_by_role("heading", name="What the run would do")).to_be_visible()
+
+
 WIDTHS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
@@ -241,6 +280,7 @@ def test_the_sync_pages_pass_axe_and_are_photographed(
         ("admin-sync", clinic_server.owner_email, "/admin/sync"),
         ("admin-sync-conflicts", clinic_server.owner_email, "/admin/sync/conflicts"),
         ("admin-sync-outbox", clinic_server.owner_email, "/admin/sync/outbox"),
+        ("admin-sync-dashboard", clinic_server.owner_email, "/admin/sync/runs"),
         ("portal-sync", clinic_server.practitioner_email, "/portal"),
     ]
     problems: dict[str, list[str]] = {}

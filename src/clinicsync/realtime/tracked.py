@@ -15,6 +15,7 @@ from clinicsync.booking.models import (
 from clinicsync.realtime.registry import track
 from clinicsync.sync.inbound_models import SyncConflict
 from clinicsync.sync.models import IntegrationSyncConfig, OutboxItem
+from clinicsync.sync.runs.models import SyncRun
 
 
 def _patient_display(patient: Any) -> str:
@@ -89,4 +90,19 @@ track(
     SyncConflict,
     "sync_conflict",
     fields=("integration_id", "record_type", "record_id", "reason", "status", "fields"),
+)
+# Sync runs: what the dashboard's progress bars and history redraw from (no PMS records).
+track(
+    SyncRun,
+    "sync_run",
+    fields=(
+        "integration_id",
+        "run_type",
+        "status",
+        "dry_run",
+        "current_step",
+        "completed_steps",
+        "records_processed",
+        "records_total",
+    ),
 )
