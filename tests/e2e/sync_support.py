@@ -6,18 +6,16 @@ sync API owns the test's event loop); the clinic's server talks to it over HTTP 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from clinicsync.sandbox import SandboxServer, run_sandbox
+from clinicsync.sandbox import SandboxServer
+from clinicsync.sandbox.threaded import sandbox_in_thread
 
 FAST_HTTP = {
     "rate_limit": {"requests": 2000, "per_seconds": 1},
@@ -32,39 +30,6 @@ SYNC_ENVIRONMENT = {
     "CLINICSYNC_SYNC_READ_BACK_DELAY_SECONDS": "0",
     "CLINICSYNC_SYNC_EMBEDDED_WORKER": "true",
 }
-
-
-@contextmanager
-def sandbox_in_thread(provider: str, **options: Any) -> Iterator[SandboxServer]:
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-    stop: asyncio.Event | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve() -> None:
-        nonlocal stop, loop
-        stop, loop = asyncio.Event(), asyncio.get_running_loop()
-        try:
-            async with run_sandbox(provider, **options) as server:
-                started["server"] = server
-                ready.set()
-                await stop.wait()
-        except BaseException as error:
-            started["error"] = error
-            ready.set()
-            raise
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(30), "the sandbox did not start"
-    if "error" in started:
-        raise started["error"]
-    try:
-        yield started["server"]
-    finally:
-        assert loop is not None and stop is not None
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
 
 
 @dataclass
@@ -163,3 +128,6 @@ def book(http: httpx.Client, practitioner_id: Any, start: datetime, last_name: s
 def sync_state(http: httpx.Client, appointment_id: str) -> dict[str, Any] | None:
     refs = http.get(f"/api/v1/appointments/{appointment_id}").json()["external_refs"]
     return refs[0] if refs else None
+
+
+__all__ = ["sandbox_in_thread"]

@@ -207,17 +207,26 @@ async def start_operation(request: Request, principal: RunStarter) -> Response:
     return await _launch(request, principal, ask, values)
 
 
+async def _run_context(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> dict[str, Any]:
+    run = await runs.get_run(session, principal.organization_id, run_id)
+    return {"run": run, "progress": runs.progress(run), "seconds": _duration(run)}
+
+
 @router.get("/{run_id}")
 async def run_detail(
     request: Request, run_id: uuid.UUID, principal: RunViewer, session: SessionDep
 ) -> HTMLResponse:
-    run = await runs.get_run(session, principal.organization_id, run_id)
-    return render(
-        request,
-        "admin_run.html",
-        {"run": run, "progress": runs.progress(run), "seconds": _duration(run)},
-        principal=principal,
-    )
+    context = await _run_context(session, principal, run_id)
+    return render(request, "admin_run.html", context, principal=principal)
+
+
+@router.get("/{run_id}/summary")
+async def run_summary(
+    request: Request, run_id: uuid.UUID, principal: RunViewer, session: SessionDep
+) -> HTMLResponse:
+    """The run's status, phases and preview alone, swapped in as its change events arrive."""
+    context = await _run_context(session, principal, run_id)
+    return render(request, "_run_summary.html", context, principal=principal)
 
 
 @router.post("/{run_id}/cancel")

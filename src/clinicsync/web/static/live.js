@@ -54,7 +54,12 @@
       regions.forEach((region) => { if (wants(region, event)) schedule(region); });
     };
     source.addEventListener("reload", () => window.location.reload());
-    source.onopen = () => document.documentElement.setAttribute("data-live", "connected");
+    source.onopen = () => {
+      // Whatever changed between this page being drawn and the stream opening is not replayed
+      // (the page holds no event id): redraw the fragments once, so nothing falls in that gap.
+      regions.forEach((region) => { if (region.hasAttribute("data-live-url")) schedule(region); });
+      document.documentElement.setAttribute("data-live", "connected");
+    };
   }
 
   document.querySelectorAll("form.toolbar select").forEach((input) => {
