@@ -35,6 +35,9 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "external_name": "given",
     },
     ("PATCH", "/api/admin/api-credentials/{credential_id}"): {"label": "renamed"},
+    ("POST", "/api/admin/sync/webhooks/{integration_id}/subscribe"): {
+        "public_url": "https://sync.example-clinic.org"
+    },
 }
 
 

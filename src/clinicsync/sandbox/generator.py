@@ -339,11 +339,13 @@ def _generate_appointments(clinic: GeneratedClinic, rng: random.Random, zone: An
     general_types = [t for t in clinic.appointment_types if not t.for_hygiene]
     hygiene_types = [t for t in clinic.appointment_types if t.for_hygiene] or general_types
     patient_count = len(clinic.patients)
-    # Nothing can have changed after the moment it is generated. A fixed day stops at its noon; the
-    # real today stops at the real now, since before the office's noon a noon stamp would lie in
-    # the future and every "changed since" read would keep returning the generated rows.
+    # The generated history ends before the sandbox starts serving. A fixed day stops at its noon;
+    # the real today an hour before the real now: a noon stamp can lie in the future (before the
+    # office's noon), and a stamp of "now" shares its second with a client's first edits, so in
+    # either case every "changed since" read would keep returning generated rows.
     noon = datetime.combine(clinic.today, time(12), tzinfo=zone).astimezone(UTC)
-    now_utc = noon if spec.today is not None else min(noon, datetime.now(UTC))
+    history_ends = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+    now_utc = noon if spec.today is not None else min(noon, history_ends)
     next_id = 1
 
     for slot_index, (day, room) in enumerate(room_days):
