@@ -60,6 +60,32 @@ async def test_opendental_pulls_only_changes_from_its_server_clock(
     assert moved["requests_used"] <= 2
 
 
+async def test_an_edit_in_the_same_second_as_the_cursor_is_still_pulled(
+    client: httpx.AsyncClient, opendental_pull: Pulling
+) -> None:
+    # OpenDental stamps whole seconds and answers rows changed strictly after DateTStamp; with its
+    # clock held still, the front desk's edit shares the cursor's second.
+    od = opendental_pull
+    od.sandbox.clock.set(od.sandbox.clock.now().replace(microsecond=0), frozen=True)
+    full = await run_to_end(client, od, **WINDOWS)
+    assert full["status"] == "completed", full
+
+    listed = await client.get("/api/v1/sync/pms-appointments", headers=od.headers, params={"limit": 500})
+    upcoming = next(row for row in listed.json() if row["status"] == "pending")
+    pms = od.sandbox.od  # type: ignore[attr-defined]
+    writer = next(key for key, access in pms.customer_keys.items() if access == "readwrite")
+    async with httpx.AsyncClient(
+        base_url=od.sandbox.base_url, headers={"Authorization": f"ODFHIR {pms.developer_key}/{writer}"}
+    ) as desk:
+        changed = await desk.put(
+            f"/appointments/{upcoming['external_id']}/Break", json={"sendToUnscheduledList": False}
+        )
+        assert changed.status_code == 200, changed.text
+
+    pulled = await run_to_end(client, od, incremental=True, **WINDOWS)
+    assert pulled["counts"]["appointments"]["updated"] == 1
+
+
 async def test_a_vet_pims_without_a_change_filter_still_pulls_in_one_request(
     client: httpx.AsyncClient, vet: Pulling
 ) -> None:

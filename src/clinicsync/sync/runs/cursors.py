@@ -4,7 +4,9 @@ The cursor is the provider's own clock when the PMS has one on its answers (Open
 serverDateTime), so a change stamped by the PMS is never judged by our clock. A provider without
 one (Cliniko's and Google's `updated_at`, the vet PIMS's visit stamps) gets the run's start less
 `LOOKBACK`: the overlap is read again and applies as unchanged, so a few minutes of skew between
-the two clocks lose nothing.
+the two clocks lose nothing. A server clock is asked from one second earlier (`asked_from`):
+its stamps are whole seconds and "changed after" is strict, so an edit in the same second as the
+cursor would otherwise never be read; the re-read second applies as unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from clinicsync.sync.runs.models import SyncCursor
 
 APPOINTMENTS = "appointments"
 LOOKBACK = timedelta(minutes=5)
+SERVER_CLOCK_OVERLAP = timedelta(seconds=1)
+
+
+def asked_from(value: datetime, kind: str | None) -> datetime:
+    """What a pull asks the PMS for, given its cursor."""
+    return value - SERVER_CLOCK_OVERLAP if kind == "server_time" else value
 
 
 async def load(

@@ -282,7 +282,7 @@ async def pull(rc: RunContext) -> None:
     ask_from, ask_to = rc.windows.whole_days(*window)
     payload: dict[str, Any] = {"starts_from": ask_from, "starts_to": ask_to}
     if cursor is not None:
-        payload["updated_since"] = cursor
+        payload["updated_since"] = cursors.asked_from(cursor, previous[1])
     await update_run(rc, phase=("pull", {"pages_total": 1, "cursor": iso(cursor)}))
     try:
         records = await rc.read(SyncOperation.APPOINTMENT_LIST_CHANGED, payload)
