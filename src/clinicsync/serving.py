@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -12,6 +13,10 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+from clinicsync.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @asynccontextmanager
@@ -39,7 +44,15 @@ async def serving(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncI
         yield f"http://{host}:{bound_port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=15)
+        except TimeoutError:
+            # A shutdown step that hangs must not hang the caller too: stop waiting and say so.
+            server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.warning("server_shutdown_forced", after_seconds=15)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -85,6 +85,15 @@ def _lock_organizations(session: Session, organizations: Iterable[uuid.UUID | No
         locked.add(organization_id)
 
 
+async def hold_organization(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """Takes the organization's change-event lock now rather than at the next flush.
+
+    A transaction that locks a tracked row (SELECT ... FOR UPDATE) and then writes tracked changes
+    calls this first: every other writer takes this lock before its row locks (in ``before_flush``),
+    so taking the row first would invert the order and deadlock against them."""
+    await session.run_sync(lambda sync_session: _lock_organizations(sync_session, [organization_id]))
+
+
 def _owners(session: Session, entity: str, entity_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     """Who created each of these records, as the earliest event naming an owner says."""
     if not entity_ids:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import aliased
 from clinicsync.db.base import utcnow
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import NotFound, ValidationFailed
+from clinicsync.realtime.hooks import hold_organization
 from clinicsync.sync import refs
 from clinicsync.sync.models import (
     UNFINISHED_STATUSES,
@@ -127,6 +128,7 @@ async def claim(
         if item is None or item.status != OutboxStatus.PENDING:
             return None
         if _dialect(session) == "postgresql":
+            await hold_organization(session, item.organization_id)
             # One claimer per chain at a time: the chain check below then sees every committed claim.
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:chain, 0))"),

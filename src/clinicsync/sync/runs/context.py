@@ -20,6 +20,7 @@ from clinicsync.integrations.ratebudget import Priority
 from clinicsync.integrations.runtime import ResolvedIntegration
 from clinicsync.integrations.sync_spec import SyncOperation
 from clinicsync.logging import get_logger
+from clinicsync.realtime.hooks import hold_organization
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.runs import apply
 from clinicsync.sync.runs.apply import PageOutcome
@@ -150,7 +151,8 @@ class RunContext:
 PageApply = Callable[[AsyncSession], Awaitable[PageOutcome]]
 
 
-async def _locked_run(session: AsyncSession, run_id: uuid.UUID) -> SyncRun:
+async def _locked_run(session: AsyncSession, organization_id: uuid.UUID, run_id: uuid.UUID) -> SyncRun:
+    await hold_organization(session, organization_id)
     run = await session.scalar(
         select(SyncRun)
         .where(SyncRun.id == run_id)
@@ -180,7 +182,7 @@ async def commit_page(
 ) -> PageOutcome:
     """Applies one page and records it (counts, checkpoint, heartbeat) in one transaction."""
     async with session_scope(rc.ctx.sessionmaker) as session:
-        await _locked_run(session, rc.run_id)
+        await _locked_run(session, rc.organization_id, rc.run_id)
         if rc.dry_run:
             savepoint = await session.begin_nested()
             await apply.replay_cases(session, rc.integration_id, rc.overlay)

@@ -31,9 +31,17 @@
     if (selected) url.searchParams.set("selected", selected.value);
     const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
     if (!response.ok) return;
-    region.innerHTML = await response.text();
+    const html = await response.text();
+    // The choice may have changed while the fetch was out (a click just after the stream opened):
+    // keep the one on screen now, not the one sent.
+    const chosen = region.querySelector("input[type=radio]:checked") || selected;
+    region.innerHTML = html;
     region.dataset.liveVersion = String(Number(region.dataset.liveVersion || "0") + 1);
-    if (selected && !region.querySelector("input[type=radio]:checked")) {
+    if (chosen) {
+      const again = region.querySelector(`input[type=radio][value="${CSS.escape(chosen.value)}"]`);
+      if (again) again.checked = true;
+    }
+    if (chosen && !region.querySelector("input[type=radio]:checked")) {
       const note = document.createElement("p");
       note.className = "error";
       note.setAttribute("role", "alert");
