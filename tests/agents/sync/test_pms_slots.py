@@ -31,6 +31,25 @@ from tests.sync.slots.vet_support import (
 SLOT_SCHEDULE = {**EXTERNAL_ONLY, "sync_on_update": False, "schedule_source": "pms_slots"}
 
 
+async def slot_clinic(
+    client: httpx.AsyncClient,
+    tenant_factory: TenantFactory,
+    sandboxes: Any,
+    schedule: dict[str, Any] = SLOT_SCHEDULE,
+) -> tuple[Tenant, VetClinic]:
+    """A vet clinic connected to its own PIMS sandbox, its schedule taken from the PIMS's slots."""
+    owner = await tenant_factory(time_zone=ZONE)
+    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
+    configured = await client.post(
+        "/api/admin/integration-settings",
+        headers=owner.headers,
+        json={"integration_id": vet.integration_id, **schedule},
+    )
+    assert configured.status_code == 201, configured.text
+    assert configured.json()["schedule_source"] == "pms_slots"
+    return owner, vet
+
+
 async def tool(client: httpx.AsyncClient, agent: Tenant, name: str, **arguments: Any) -> dict[str, Any]:
     response = await client.post(
         f"/api/v1/agents/tools/{name}",
@@ -106,15 +125,7 @@ async def slot_row(client: httpx.AsyncClient, vet: VetClinic, day: date, clock: 
 async def test_a_slot_for_two_takes_two_bookings_and_the_third_hears_the_nearest_free_times(
     client: httpx.AsyncClient, tenant_factory: TenantFactory, sandboxes: Any, sessionmaker: Any
 ) -> None:
-    owner = await tenant_factory(time_zone=ZONE)
-    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
-    configured = await client.post(
-        "/api/admin/integration-settings",
-        headers=owner.headers,
-        json={"integration_id": vet.integration_id, **SLOT_SCHEDULE},
-    )
-    assert configured.status_code == 201, configured.text
-    assert configured.json()["schedule_source"] == "pms_slots"
+    owner, vet = await slot_clinic(client, tenant_factory, sandboxes)
     day = datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=2)
     await read_slots_from_pims(sessionmaker, vet, day)
     agent = await tenant_factory(role=Role.SERVICE, organization_id=owner.organization_id)
@@ -184,14 +195,7 @@ async def test_a_slot_for_two_takes_two_bookings_and_the_third_hears_the_nearest
 async def test_a_slot_the_pims_filled_since_it_was_read_is_refused_by_the_pims_with_other_times(
     client: httpx.AsyncClient, tenant_factory: TenantFactory, sandboxes: Any, sessionmaker: Any
 ) -> None:
-    owner = await tenant_factory(time_zone=ZONE)
-    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
-    configured = await client.post(
-        "/api/admin/integration-settings",
-        headers=owner.headers,
-        json={"integration_id": vet.integration_id, **SLOT_SCHEDULE},
-    )
-    assert configured.status_code == 201, configured.text
+    owner, vet = await slot_clinic(client, tenant_factory, sandboxes)
     day = datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=3)
     await read_slots_from_pims(sessionmaker, vet, day)
     eleven = datetime.combine(day, time(11), tzinfo=ZoneInfo(ZONE))
@@ -243,19 +247,8 @@ async def test_one_clinic_has_one_slot_schedule(
 async def test_a_dual_write_clinic_moves_a_visit_only_into_a_slot_with_a_place(
     client: httpx.AsyncClient, tenant_factory: TenantFactory, sandboxes: Any, sessionmaker: Any
 ) -> None:
-    owner = await tenant_factory(time_zone=ZONE)
-    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
-    configured = await client.post(
-        "/api/admin/integration-settings",
-        headers=owner.headers,
-        json={
-            "integration_id": vet.integration_id,
-            **DUAL_WRITE,
-            "sync_on_update": False,
-            "schedule_source": "pms_slots",
-        },
-    )
-    assert configured.status_code == 201, configured.text
+    dual_write_slots = {**DUAL_WRITE, "sync_on_update": False, "schedule_source": "pms_slots"}
+    owner, vet = await slot_clinic(client, tenant_factory, sandboxes, dual_write_slots)
     day = datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=4)
     ten = datetime.combine(day, time(10), tzinfo=ZoneInfo(ZONE))
     for _ in range(2):
@@ -286,14 +279,7 @@ async def test_an_external_only_vet_visit_is_moved_by_booking_the_new_slot_then_
     client: httpx.AsyncClient, tenant_factory: TenantFactory, sandboxes: Any, sessionmaker: Any
 ) -> None:
     """The PIMS cannot move a visit: the new time is booked first, so a full slot changes nothing."""
-    owner = await tenant_factory(time_zone=ZONE)
-    vet = await connect_vet(client, owner, await start_vet_pims(sandboxes))
-    configured = await client.post(
-        "/api/admin/integration-settings",
-        headers=owner.headers,
-        json={"integration_id": vet.integration_id, **SLOT_SCHEDULE},
-    )
-    assert configured.status_code == 201, configured.text
+    owner, vet = await slot_clinic(client, tenant_factory, sandboxes)
     day = datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=5)
     zone = ZoneInfo(ZONE)
     nine, ten, half_past = (
