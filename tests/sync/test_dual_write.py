@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from clinicsync.realtime.reader import open_stream
+from tests.conftest import RunningServer
 from tests.factories import booking, future_day
 from tests.sync.conftest import DUAL_WRITE, Connected, configure, eventually, refs_of
 
@@ -40,3 +42,37 @@ async def test_a_booking_reaches_opendental_once_and_is_confirmed(
     assert len(matching) == 1
     patient_refs = await refs_of(client, od, f"/api/v1/patients/{od.clinic.patient_id}")
     assert patient_refs[0]["external_id"] == str(in_pms["PatNum"])
+
+
+async def test_a_read_back_confirmation_reaches_the_practitioners_event_stream(
+    client: httpx.AsyncClient, server: RunningServer, opendental: Connected
+) -> None:
+    """The portal's PMS badge redraws when a booking is confirmed in the PMS, not at the next reload."""
+    od = opendental
+    await configure(client, od, **DUAL_WRITE)
+    async with open_stream(server.base_url, od.clinic.tenant.token) as stream:
+        created = await client.post(
+            "/api/v1/appointments",
+            json=booking(od.clinic, od.clinic.local(future_day(), 11)),
+            headers=od.headers,
+        )
+        assert created.status_code == 201, created.text
+        appointment_id = created.json()["id"]
+        for _ in range(50):
+            message = await stream.next_event(timeout=20)
+            if (
+                message.json["entity"] == "external_ref"
+                and message.json["payload"]["record_id"] == appointment_id
+            ):
+                break
+        else:
+            raise AssertionError("no read-back event for the booking")
+    assert message.json["payload"]["sync_state"] == "confirmed"
+    assert message.json["practitioner_id"] == str(od.clinic.practitioner_id)
+    assert set(message.json["payload"]) == {
+        "integration_id",
+        "record_type",
+        "record_id",
+        "sync_state",
+        "read_back",
+    }

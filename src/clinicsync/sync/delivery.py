@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clinicsync.booking.models import Appointment
 from clinicsync.config import Settings
 from clinicsync.db.base import utcnow
 from clinicsync.db.engine import session_scope
@@ -24,6 +25,7 @@ from clinicsync.integrations.canonical import SyncOperation
 from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.executor import IntegrationExecutor
 from clinicsync.logging import get_logger
+from clinicsync.realtime import hooks as realtime_hooks
 from clinicsync.sync import outbox, payloads, refs
 from clinicsync.sync.models import (
     ExternalReference,
@@ -475,16 +477,44 @@ async def read_back(ctx: SyncContext, ref_id: uuid.UUID) -> str:
             return "skipped"
         if not found:
             ref.mismatch = {"record": {"sent": "present", "pms": "missing"}}
-            return "mismatch"
-        diff = differences(record_type, sent, found[0])
-        if diff:
+            outcome = "mismatch"
+        elif diff := differences(record_type, sent, found[0]):
             # Flagged for a person (and the inbound sync's conflict rules), never overwritten here.
             ref.mismatch = diff
-            return "mismatch"
-        ref.sync_state = SyncState.CONFIRMED
-        ref.confirmed_at = utcnow()
-        ref.mismatch = None
-        return "confirmed"
+            outcome = "mismatch"
+        else:
+            ref.sync_state = SyncState.CONFIRMED
+            ref.confirmed_at = utcnow()
+            ref.mismatch = None
+            outcome = "confirmed"
+        await _announce_read_back(session, ref, outcome)
+        return outcome
+
+
+async def _announce_read_back(session: AsyncSession, ref: ExternalReference, outcome: str) -> None:
+    """Open portals redraw the booking's PMS badge when its read-back settles. References are not
+    tracked models (a full sync writes thousands); this is the one change a person waits to see."""
+    practitioner_id = None
+    if ref.record_type == RecordType.APPOINTMENT:
+        # The practitioner's own portal is an audience: their events carry their id.
+        practitioner_id = await session.scalar(
+            select(Appointment.practitioner_id).where(Appointment.id == ref.record_id)
+        )
+    await realtime_hooks.record(
+        session,
+        organization_id=ref.organization_id,
+        entity="external_ref",
+        entity_id=ref.id,
+        operation="updated",
+        payload={
+            "integration_id": str(ref.integration_id),
+            "record_type": ref.record_type.value,
+            "record_id": str(ref.record_id),
+            "sync_state": ref.sync_state.value,
+            "read_back": outcome,
+        },
+        practitioner_id=practitioner_id,
+    )
 
 
 async def sweep_read_backs(ctx: SyncContext) -> list[uuid.UUID]:
