@@ -108,6 +108,29 @@ def test_each_mistake_is_named_by_its_path() -> None:
     assert problems[0][0] == "sync.appointment.create.params.when"
 
 
+def test_a_change_token_the_function_answers_must_be_fed_back() -> None:
+    listing = """  list_bookings:
+    path: /bookings
+    params: [{name: changed_since, in: query}, {name: token, in: query}]
+    response: {records: items, next_sync_token: nextToken}
+"""
+    definition = BASE + listing
+    with pytest.raises(DefinitionError) as error:
+        parse_definition_text(
+            definition + "sync:\n  appointment.list_changed: {function: list_bookings, params: "
+            "{changed_since: updated_since}}\n",
+            "chairside.yaml",
+        )
+    assert [path for path, _ in error.value.problems] == ["sync.appointment.list_changed.params"]
+    assert "sync_token" in error.value.problems[0][1]
+    fed = parse_definition_text(
+        definition + "sync:\n  appointment.list_changed: {function: list_bookings, params: "
+        "{changed_since: updated_since, token: sync_token}}\n",
+        "chairside.yaml",
+    )
+    assert fed.functions["list_bookings"].response.next_sync_token == "nextToken"
+
+
 def test_cli_validate_reports_the_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

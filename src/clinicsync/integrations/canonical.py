@@ -72,6 +72,9 @@ class OperationResult:
     requests: int  # HTTP requests it took (pages of each call, read-backs included)
     # The provider's own clock at its answer, when its records carry it (`server_time` mapped).
     server_time: datetime | None = None
+    # The provider's token for asking only what changes from here, when its function declares
+    # one (`response.next_sync_token`): Google's nextSyncToken.
+    sync_token: str | None = None
 
 
 def supported_operations(definition: ProviderDefinition) -> frozenset[SyncOperation]:
@@ -135,7 +138,9 @@ async def perform_resolved(
     if operation.value.endswith((".update", ".cancel", ".get")) and prepared.get("id") is None:
         raise ValidationFailed("payload.id", f"is required by {operation.value}")
     try:
-        records, requests, server_time = await _call(caller, resolved, operation, spec, prepared, priority)
+        records, requests, server_time, sync_token = await _call(
+            caller, resolved, operation, spec, prepared, priority
+        )
     except IntegrationError as exc:
         if (
             operation
@@ -143,7 +148,11 @@ async def perform_resolved(
             and exc.code == "not_found"
         ):
             return OperationResult([], 1)
-        if operation is SyncOperation.APPOINTMENT_CANCEL and exc.code in ("validation_failed", "permanent"):
+        if operation is SyncOperation.APPOINTMENT_CANCEL and exc.code in (
+            "validation_failed",
+            "gone",
+            "permanent",
+        ):
             done = await _already_cancelled(caller, resolved, prepared["id"])
             if done is not None:
                 return OperationResult(done.records, done.requests + 1)
@@ -159,7 +168,7 @@ async def perform_resolved(
         records = [record for record in records if _appointment_matches(record, prepared)]
     if operation is not SyncOperation.SCHEDULE_CONFIG:  # one configuration, not records with ids
         records = [record for record in records if _is_listed(operation, record, prepared)]
-    return OperationResult(records, requests, server_time)
+    return OperationResult(records, requests, server_time, sync_token)
 
 
 async def _already_cancelled(
@@ -299,7 +308,7 @@ async def _call(
     spec: SyncOperationSpec,
     payload: Mapping[str, Any],
     priority: Priority = Priority.LIVE,
-) -> tuple[list[dict[str, Any]], int, datetime | None]:
+) -> tuple[list[dict[str, Any]], int, datetime | None, str | None]:
     params = _function_params(resolved, operation, spec, payload)
     result = await caller.execute(resolved, spec.function, params, priority=priority)
     records = [to_canonical(operation, spec, raw, resolved.settings) for raw in result.records]
@@ -307,7 +316,7 @@ async def _call(
     if spec.read_back:
         # The function's answer is not the record; only an id may be read from it.
         records = [record for record in records if record.get("id")]
-    return records, max(result.pages, 1), server_time
+    return records, max(result.pages, 1), server_time, result.sync_token
 
 
 # ---- records ----------------------------------------------------------------------
@@ -527,7 +536,7 @@ async def _find_patients(
     requests = 0
     for keys in _patient_passes(payload):
         subset = {key: payload[key] for key in keys}
-        records, used, _ = await _call(caller, resolved, SyncOperation.PATIENT_FIND, spec, subset)
+        records, used, _, _ = await _call(caller, resolved, SyncOperation.PATIENT_FIND, spec, subset)
         requests += used
         matches = [
             record for record in records if record.get("id") and _patient_matches(record, subset, keys)

@@ -151,6 +151,11 @@ class ResponseSpec(_Strict):
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     include_unmapped: bool = False
     error_message_path: str | None = None
+    next_sync_token: str | None = Field(
+        default=None,
+        description="path of the token an answer gives for asking only what changed since"
+        " (Google's nextSyncToken, on the last page); sync runs keep it as their cursor",
+    )
 
 
 class EndpointSpec(_Strict):

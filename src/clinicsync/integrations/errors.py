@@ -1,9 +1,11 @@
 """Failures of calls to providers, classified with stable codes.
 
-Codes: auth_failed, not_found, validation_failed, rate_limited, unavailable, timeout,
-permanent, outcome_unknown. `transient` says whether trying again later can succeed;
-`request_not_sent` says the provider certainly did not act on the request (so even a
-non-idempotent call may be sent again).
+Codes: auth_failed, not_found, gone, validation_failed, rate_limited, unavailable, timeout,
+permanent, outcome_unknown. `gone` is the provider's 410: what was asked for is no longer
+answered (a deleted resource, or a change cursor such as Google's sync token that it stopped
+honouring; an incremental read then falls back to a full one). `transient` says whether trying
+again later can succeed; `request_not_sent` says the provider certainly did not act on the
+request (so even a non-idempotent call may be sent again).
 
 `outcome` is what a caller that must never duplicate a write needs to know:
 
@@ -22,6 +24,7 @@ from clinicsync.errors import ClinicSyncError
 ErrorCode = Literal[
     "auth_failed",
     "not_found",
+    "gone",
     "validation_failed",
     "rate_limited",
     "unavailable",
@@ -36,6 +39,7 @@ Outcome = Literal["not_sent", "refused", "unknown"]
 HTTP_STATUS_BY_CODE: dict[str, int] = {
     "auth_failed": 502,
     "not_found": 404,
+    "gone": 502,
     "validation_failed": 422,
     "rate_limited": 429,
     "unavailable": 503,
@@ -45,7 +49,7 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     "outcome_unknown": 502,
 }
 TRANSIENT_CODES = frozenset({"rate_limited", "unavailable", "timeout", "outcome_unknown"})
-REFUSED_CODES = frozenset({"validation_failed", "not_found", "auth_failed", "permanent"})
+REFUSED_CODES = frozenset({"validation_failed", "not_found", "gone", "auth_failed", "permanent"})
 
 
 class IntegrationError(ClinicSyncError):

@@ -120,6 +120,8 @@ def endpoint_columns(name: str, endpoint: EndpointSpec) -> tuple[dict[str, Any],
         options["include_unmapped"] = True
     if endpoint.response.error_message_path:
         options["error_message_path"] = endpoint.response.error_message_path
+    if endpoint.response.next_sync_token:
+        options["next_sync_token"] = endpoint.response.next_sync_token
     columns = {
         "function_name": name,
         "method": endpoint.method,
@@ -196,6 +198,7 @@ def _endpoint_document(endpoint: IntegrationEndpoint, maps: list[IntegrationPara
             "fields": fields,
             "include_unmapped": bool(options.get("include_unmapped", False)),
             "error_message_path": options.get("error_message_path"),
+            "next_sync_token": options.get("next_sync_token"),
         },
         "retry_safe": endpoint.retry_safe,
         "body_encoding": options.get("body_encoding", "json"),

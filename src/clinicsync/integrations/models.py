@@ -91,7 +91,7 @@ class IntegrationEndpoint(UUIDPrimaryKey, Timestamps, Base):
     # {internal name: provider path} or {internal name: {from, default}}
     response_field_map: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     retry_safe: Mapped[bool | None] = mapped_column(default=None)
-    # body_encoding, headers, include_unmapped, error_message_path
+    # body_encoding, headers, include_unmapped, error_message_path, next_sync_token
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 

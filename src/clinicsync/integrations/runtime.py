@@ -85,6 +85,9 @@ class CallResult:
     records: list[dict[str, Any]]
     pages: int
     status_code: int | None
+    # The token the answer gave for asking only what changes from here (the function's
+    # `response.next_sync_token` path; Google's nextSyncToken, on the last page).
+    sync_token: str | None = None
 
 
 # ---- templates --------------------------------------------------------------------
@@ -405,6 +408,8 @@ def classify_response(response: httpx.Response, message_path: str | None = None)
         return IntegrationError("auth_failed", f"the provider refused the credential: {message}", **common)
     if status == 404:
         return IntegrationError("not_found", f"not found at the provider: {message}", **common)
+    if status == 410:
+        return IntegrationError("gone", f"the provider no longer answers this: {message}", **common)
     if status == 408 or status == 504:
         return IntegrationError("timeout", f"the provider timed out: {message}", **common)
     if status >= 500:
@@ -581,6 +586,10 @@ class ProviderCaller:
                 result.status_code = response.status_code
                 body = _body(response)
                 raw_records = select_records(body, endpoint.response)
+                if endpoint.response.next_sync_token is not None and isinstance(body, dict):
+                    token = get_path(body, endpoint.response.next_sync_token)
+                    if token not in (None, ""):
+                        result.sync_token = str(token)
                 for raw in raw_records:
                     yield map_record(
                         raw,

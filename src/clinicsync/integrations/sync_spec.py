@@ -110,7 +110,9 @@ PAYLOAD_KEYS: dict[SyncOperation, tuple[str, ...]] = {
         "starts_from",
         "starts_to",
     ),
-    SyncOperation.APPOINTMENT_LIST_CHANGED: ("updated_since", "starts_from", "starts_to"),
+    # sync_token: the provider's own change cursor (a function whose answer declares
+    # `response.next_sync_token`); asked alone, as such providers allow no other filter with it.
+    SyncOperation.APPOINTMENT_LIST_CHANGED: ("updated_since", "starts_from", "starts_to", "sync_token"),
     SyncOperation.PATIENT_CREATE: _PATIENT_WRITE,
     SyncOperation.PATIENT_UPDATE: ("id", *_PATIENT_WRITE),
     SyncOperation.PATIENT_FIND: ("email", "phone", "date_of_birth", "first_name", "last_name"),
@@ -256,6 +258,20 @@ def check_sync_section(
                         f"{spec.function} requires {name!r} and nothing in the payload feeds it",
                     )
                 )
+        answers_token = endpoint.response.next_sync_token is not None and "sync_token" in allowed
+        taken = (
+            fed
+            if spec.params is None
+            else {key for source in spec.params.values() for key in source.sources()}
+        )
+        if answers_token and "sync_token" not in taken:
+            problems.append(
+                (
+                    f"{where}.params",
+                    f"{spec.function} answers a next sync token (response.next_sync_token)"
+                    " but nothing feeds it back: map a parameter from sync_token",
+                )
+            )
         keys = MAPPABLE_KEYS[operation.kind]
         for name in spec.fields:
             if name not in keys:

@@ -36,7 +36,7 @@ from clinicsync.sync.models import (
 from clinicsync.sync.outbox import Claim, FailureKind
 
 log = get_logger(__name__)
-REFUSED_CODES = frozenset({"validation_failed", "not_found", "auth_failed", "permanent"})
+REFUSED_CODES = frozenset({"validation_failed", "not_found", "gone", "auth_failed", "permanent"})
 
 
 @dataclass

@@ -110,6 +110,46 @@ async def opendental_pull(
     yield Pulling(tenant, sandbox, integration_id)
 
 
+@pytest.fixture
+async def google_pull(
+    client: httpx.AsyncClient,
+    tenant_factory: TenantFactory,
+    sandboxes: Callable[..., Awaitable[SandboxServer]],
+) -> Pulling:
+    """A clinic whose Google Calendar (the sandbox's) is read into clinicsync."""
+    google = await sandboxes(
+        "google_calendar",
+        spec={"seed": 3, "patients": 10, "appointments": 30, "days_before": 5, "days_after": 5},
+    )
+    tenant = await tenant_factory(time_zone=ZONE)
+    info = google.credentials()
+    created = await client.post(
+        "/api/admin/integrations",
+        headers=tenant.headers,
+        json={
+            **FAST_HTTP,
+            "provider_key": "google_calendar",
+            "base_url": google.base_url,
+            "auth": {"type": "bearer"},
+            "settings": {"calendar_id": info["calendar_id"]},
+        },
+    )
+    assert created.status_code == 201, created.text
+    integration_id: str = created.json()["id"]
+    credential = await client.post(
+        "/api/admin/api-credentials",
+        headers=tenant.headers,
+        json={
+            "provider_key": "google_calendar",
+            "integration_id": integration_id,
+            "secrets": {"token": info["access_token"]},
+        },
+    )
+    assert credential.status_code == 201, credential.text
+    await pull_from(client, tenant, integration_id)
+    return Pulling(tenant, google, integration_id)
+
+
 async def start(client: httpx.AsyncClient, clinic: Pulling, **ask: Any) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/sync/trigger", headers=clinic.headers, json={"integration_id": clinic.integration_id, **ask}

@@ -3,17 +3,9 @@ when nothing changed. Real HTTP against the sandboxes, both databases."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import httpx
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clinicsync.sandbox import SandboxServer
-from clinicsync.sync.runs.models import SyncCursor
-from tests.factories import TenantFactory
-from tests.sync.conftest import FAST_HTTP
-from tests.sync.runs.conftest import ZONE, Pulling, pull_from, run_to_end
+from tests.sync.runs.conftest import Pulling, run_to_end
 
 WINDOWS = {"backward_days": 5, "forward_days": 5}
 
@@ -98,56 +90,3 @@ async def test_a_vet_pims_without_a_change_filter_still_pulls_in_one_request(
     assert quiet["requests_used"] <= 2
     assert _calls(vet, "/appointments/getCalendarEventData") == 1
     assert quiet["counts"].get("cases", {}).get("created", 0) == 0
-
-
-async def test_google_s_410_falls_back_to_the_full_window_and_the_run_says_so(
-    client: httpx.AsyncClient,
-    tenant_factory: TenantFactory,
-    sandboxes: Callable[..., Awaitable[SandboxServer]],
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> None:
-    google = await sandboxes(
-        "google_calendar",
-        spec={"seed": 3, "patients": 10, "appointments": 30, "days_before": 5, "days_after": 5},
-    )
-    tenant = await tenant_factory(time_zone=ZONE)
-    info = google.credentials()
-    created = await client.post(
-        "/api/admin/integrations",
-        headers=tenant.headers,
-        json={
-            **FAST_HTTP,
-            "provider_key": "google_calendar",
-            "base_url": google.base_url,
-            "auth": {"type": "bearer"},
-            "settings": {"calendar_id": info["calendar_id"]},
-        },
-    )
-    assert created.status_code == 201, created.text
-    integration_id = created.json()["id"]
-    credential = await client.post(
-        "/api/admin/api-credentials",
-        headers=tenant.headers,
-        json={
-            "provider_key": "google_calendar",
-            "integration_id": integration_id,
-            "secrets": {"token": info["access_token"]},
-        },
-    )
-    assert credential.status_code == 201, credential.text
-    await pull_from(client, tenant, integration_id)
-    calendar = Pulling(tenant, google, integration_id)
-    full = await run_to_end(client, calendar, **WINDOWS)
-    assert full["status"] == "completed", full
-    upcoming = full["counts"]["appointments"]["found"]
-    # The cursor has aged past what Google keeps (updatedMin older than 28 days answers 410).
-    async with sessionmaker() as session, session.begin():
-        await session.execute(update(SyncCursor).values(value="2020-01-01T00:00:00+00:00"))
-
-    run = await run_to_end(client, calendar, incremental=True, **WINDOWS)
-
-    assert run["status"] == "completed", run
-    assert run["phases"]["pull"]["fallback"] == "full_window"
-    assert any("410" in note and "full window" in note for note in run["notes"])
-    assert run["counts"]["appointments"]["found"] == upcoming
-    assert run["counts"]["appointments"]["unchanged"] == upcoming

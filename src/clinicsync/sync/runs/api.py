@@ -246,6 +246,7 @@ def _recent(run: SyncRun) -> RecentSync:
             "counts": run.counts,
             "phases": {name: result.get("status") for name, result in run.phases.items()},
             "requests_used": run.requests_used,
+            "notes": run.notes,
         },
     )
 

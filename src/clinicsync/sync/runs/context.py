@@ -107,18 +107,26 @@ class RunContext:
     overlay: dict[str, dict[str, Any]] = field(default_factory=dict)  # a preview's cases so far
     preview: list[dict[str, Any]] = field(default_factory=list)
     first_server_time: datetime | None = None  # the PMS's clock at its first answer with one
+    first_sync_token: str | None = None  # the PMS's change token at its first answer with one
 
     def supports(self, operation: SyncOperation) -> bool:
         return operation in self.resolved.definition.sync
 
     async def read(self, operation: SyncOperation, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        return (await self.read_result(operation, payload)).records
+
+    async def read_result(
+        self, operation: SyncOperation, payload: dict[str, Any]
+    ) -> canonical.OperationResult:
         result = await canonical.perform_resolved(
             self.ctx.executor.caller, self.resolved, operation, payload, priority=Priority.BACKGROUND
         )
         self.requests += result.requests
         if self.first_server_time is None and result.server_time is not None:
             self.first_server_time = result.server_time
-        return result.records
+        if self.first_sync_token is None and result.sync_token:
+            self.first_sync_token = result.sync_token
+        return result
 
     async def read_days(
         self, window: tuple[datetime, datetime]

@@ -269,31 +269,53 @@ async def reconcile(rc: RunContext) -> None:
 
 async def pull(rc: RunContext) -> None:
     """An incremental pull: only what changed since the cursor, over the run's whole window
-    (backward start to forward end), through the same page writes as the full sync."""
+    (backward start to forward end), through the same page writes as the full sync. A token
+    cursor is asked alone (the PMS answers its changes wherever they are; the window's are
+    kept)."""
     started = utcnow()
     async with session_scope(rc.ctx.sessionmaker, write=False) as session:
-        previous = await cursors.load_with_kind(session, rc.integration_id)
-    cursor = previous[0]
+        previous = await cursors.load(session, rc.integration_id)
     backward, forward_pages = rc.windows.backward(), rc.windows.forward()
     window = (
         (backward or forward_pages)[0][0],
         (forward_pages or backward)[-1][1],
     )
     ask_from, ask_to = rc.windows.whole_days(*window)
-    payload: dict[str, Any] = {"starts_from": ask_from, "starts_to": ask_to}
-    if cursor is not None:
-        payload["updated_since"] = cursors.asked_from(cursor, previous[1])
-    await update_run(rc, phase=("pull", {"pages_total": 1, "cursor": iso(cursor)}))
+    whole_window: dict[str, Any] = {"starts_from": ask_from, "starts_to": ask_to}
+    payload: dict[str, Any]
+    if previous is None:
+        payload = whole_window
+    elif previous.token is not None:
+        payload = {"sync_token": previous.token}
+    else:
+        payload = {**whole_window, "updated_since": previous.asked_from()}
+    await update_run(
+        rc,
+        phase=(
+            "pull",
+            {
+                "pages_total": 1,
+                "cursor": previous.shown() if previous else None,
+                "asked_with": previous.kind if previous else None,
+            },
+        ),
+    )
     try:
-        records = await rc.read(SyncOperation.APPOINTMENT_LIST_CHANGED, payload)
+        result = await rc.read_result(SyncOperation.APPOINTMENT_LIST_CHANGED, payload)
     except IntegrationError as exc:
-        if exc.provider_status != 410 or cursor is None:
+        if exc.code != "gone" or previous is None:
             raise
+        rc.requests += 1  # the refused request counts against the budget too
         # The PMS no longer answers from this cursor (Google's 410): read the whole window.
-        note = f"the cursor from {cursor.isoformat()} was refused (410): the full window was read"
+        refused = (
+            "the PMS refused the sync token (410)"
+            if previous.token is not None
+            else f"the cursor from {previous.value} was refused (410)"
+        )
+        note = f"{refused}: the full window was read"
         await update_run(rc, note=note, phase=("pull", {"fallback": "full_window", "fallback_reason": note}))
-        payload.pop("updated_since")
-        records = await rc.read(SyncOperation.APPOINTMENT_LIST_CHANGED, payload)
+        result = await rc.read_result(SyncOperation.APPOINTMENT_LIST_CHANGED, whole_window)
+    records = result.records
     inside = {
         str(record["id"]): record
         for record in records
@@ -301,9 +323,11 @@ async def pull(rc: RunContext) -> None:
     }
     past = [record for record in inside.values() if record["starts_at"] < rc.windows.as_of]
     upcoming = [record for record in inside.values() if record["starts_at"] >= rc.windows.as_of]
-    value, kind = cursors.next_value(rc.first_server_time, started, previous)
-    if cursor is not None and kind == "server_time" and value < cursor:
-        value = cursor
+    cursor = cursors.next_value(result.server_time, started, previous, sync_token=result.sync_token)
+    if previous is not None and previous.kind == cursor.kind == cursors.SERVER_TIME:
+        assert cursor.instant is not None and previous.instant is not None
+        if cursor.instant < previous.instant:
+            cursor = previous
 
     async def work(session: AsyncSession) -> PageOutcome:
         outcome = await apply.upsert_cases(session, rc.organization_id, rc.integration_id, past)
@@ -311,19 +335,25 @@ async def pull(rc: RunContext) -> None:
             session, rc.organization_id, rc.integration_id, upcoming, run_id=rc.run_id
         )
         outcome.merge(more)
-        await cursors.save(session, rc.organization_id, rc.integration_id, value, run_id=rc.run_id, kind=kind)
+        await cursors.save(session, rc.organization_id, rc.integration_id, cursor, run_id=rc.run_id)
         return outcome
 
     await commit_page(rc, "pull", 0, work, operation=f"pull: {len(inside)} changed appointments", last=True)
-    await update_run(rc, phase=("pull", {"next_cursor": value.isoformat(), "cursor_kind": kind}))
+    await update_run(rc, phase=("pull", {"next_cursor": cursor.shown(), "cursor_kind": cursor.kind}))
 
 
 async def save_full_cursor(rc: RunContext, started: datetime) -> None:
-    """After a complete full read of both windows, the next pull asks only for what changed."""
-    server_time = None if rc.checkpoint else rc.first_server_time
-    value, kind = cursors.next_value(server_time, started)
+    """After a complete full read of both windows, the next pull asks only for what changed. The
+    PMS's first token (or clock) of this run is the earliest, so nothing after it is missed; a
+    resumed run's earlier pages were read before it, so it keeps neither."""
+    fresh = not rc.checkpoint
+    cursor = cursors.next_value(
+        rc.first_server_time if fresh else None,
+        started,
+        sync_token=rc.first_sync_token if fresh else None,
+    )
     async with session_scope(rc.ctx.sessionmaker) as session:
-        await cursors.save(session, rc.organization_id, rc.integration_id, value, run_id=rc.run_id, kind=kind)
+        await cursors.save(session, rc.organization_id, rc.integration_id, cursor, run_id=rc.run_id)
 
 
 async def patients(rc: RunContext) -> None:

@@ -76,6 +76,8 @@ class SyncProgress(BaseModel):
     records_total: int | None
     current_operation: str | None
     errors: list[dict[str, Any]]
+    # What the run wants known that is not an error: a resume, a refused cursor's fallback.
+    notes: list[str] = []
 
 
 class SyncRunRead(BaseModel):

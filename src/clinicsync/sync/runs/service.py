@@ -374,4 +374,5 @@ def progress(run: SyncRun) -> dict[str, Any]:
         "records_total": run.records_total,
         "current_operation": run.current_operation,
         "errors": run.errors,
+        "notes": run.notes,
     }
