@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
+import httpx
 import typer
 import uvicorn
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinicsync.config import get_settings
+from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
 from clinicsync.errors import ClinicSyncError, NotFound
@@ -29,6 +33,7 @@ from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
 if TYPE_CHECKING:
     from clinicsync.demo import DemoClinic
+    from clinicsync.demo_pms import DemoPms
 
 app = typer.Typer(help="clinicsync: booking for clinics, kept in step with their PMS.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -141,26 +146,59 @@ def demo(
         int | None, typer.Option(min=1, max=65535, help="Port (default: $CLINICSYNC_PORT or 8000)")
     ] = None,
 ) -> None:
-    """Seed a demo clinic on the embedded database, print what to paste, and serve it."""
-    from clinicsync.app import create_app
-    from clinicsync.demo import seed_demo
-
+    """Seed a demo clinic, connect it to a sandbox OpenDental on this machine, print the logins,
+    pages and commands to paste, and serve both until Ctrl-C."""
     settings = get_settings()
+    updates: dict[str, object] = {
+        # On PostgreSQL too the pushes are delivered inside the demo's one process.
+        "sync_embedded_worker": True,
+    }
     if not settings.outbound_allowlist:
         # The demo's PMS is a sandbox on this machine.
-        settings = settings.model_copy(update={"outbound_allowlist": ["127.0.0.0/8", "::1/128", "localhost"]})
+        updates["outbound_allowlist"] = ["127.0.0.0/8", "::1/128", "localhost"]
+    settings = settings.model_copy(update=updates)
     bind_host, bind_port = host or settings.host, port or settings.port
     # Before anything is printed: a busy port would otherwise fail after the instructions.
     _ensure_port_free(bind_host, bind_port)
-    seeded = asyncio.run(seed_demo(settings.database_url))
-    base = f"http://{bind_host}:{bind_port}"
-    environment = seeded.environment(base)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run_demo(settings, bind_host, bind_port))
+    console.print("demo stopped")
+
+
+async def _run_demo(settings: Settings, host: str, port: int) -> None:
+    """The clinic's server and its sandbox PMS in one event loop; Ctrl-C or SIGTERM stops both."""
+    from clinicsync import demo_pms
+    from clinicsync.app import create_app
+    from clinicsync.demo import seed_demo
+    from clinicsync.sandbox.runner import run_sandbox
+    from clinicsync.serving import serving
+
+    # One line a request is the server's own log; the demo's calls to itself and its PMS are not news.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    seeded = await seed_demo(settings.database_url)
+    # Written before the server answers: whoever sees /health up can source it.
+    environment = seeded.environment(f"http://{host}:{port}")
     env_file = settings.var_dir / "demo.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
     env_file.write_text("".join(f"export {key}='{value}'\n" for key, value in environment.items()))
     env_file.chmod(0o600)
-    _print_demo(seeded, base, env_file, environment)
-    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level="warning")
+    state_file = settings.var_dir / "demo-opendental.json"
+    spec = demo_pms.pms_spec(seeded.time_zone)
+    async with (
+        run_sandbox(demo_pms.DemoOpenDental, spec=spec, state_file=state_file) as sandbox,
+        serving(create_app(settings), host=host, port=port, own_signals=False) as base,
+    ):
+        headers = {"Authorization": f"Bearer {seeded.admin_token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+            pms = await demo_pms.connect(http, sandbox, seeded.time_zone)
+        _print_demo(seeded, pms, base, env_file, environment)
+        await stop.wait()
+        console.print("stopping the server and the sandbox PMS")
 
 
 def _ensure_port_free(host: str, port: int) -> None:
@@ -174,25 +212,50 @@ def _ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _print_demo(seeded: DemoClinic, base: str, env_file: Path, environment: dict[str, str]) -> None:
+def _print_demo(
+    seeded: DemoClinic, pms: DemoPms, base: str, env_file: Path, environment: dict[str, str]
+) -> None:
     token = seeded.admin_token
     auth = f'-H "Authorization: Bearer {token}"'
     body = (
         f'{{"patient_id": "{seeded.patient_id}", "practitioner_id": "{seeded.practitioner_id}", '
         f'"start": "{seeded.slot_start}", "booking_source": "chatbot"}}'
     )
-    console.print(f"[bold green]clinicsync demo[/bold green] running at {base}  (API docs: {base}/docs)")
-    console.print(f"Organization: {seeded.organization_name} ({seeded.time_zone})")
-    console.print(f"Admin token:  {token}")
-    console.print(f"Chatbot (service) token: {seeded.service_token}")
-    console.print(f"Logins (POST {base}/api/v1/auth/login), password demo-password-1 for all:")
+    from clinicsync.demo import DEMO_PASSWORD
+
+    say = console.print
+    say(f"[bold green]clinicsync demo[/bold green] running at {base}  (API docs: {base}/docs)")
+    say(f"Organization: {seeded.organization_name} ({seeded.time_zone}), id {seeded.organization_id}")
+    say("\n[bold]Pages[/bold] (sign in first):", highlight=False)
+    pages = [
+        ("Sign in", "/login"),
+        ("Booking page", "/book"),
+        ("Practitioner portal", "/portal"),
+        ("Admin sync dashboard", "/admin/sync/runs"),
+        ("Integration settings", "/admin/sync"),
+        ("Conflicts queue", "/admin/sync/conflicts"),
+        ("Outbox", "/admin/sync/outbox"),
+        ("Practitioners and diaries", "/admin/practitioners"),
+    ]
+    for label, path in pages:
+        say(f"  {label:<26} {base}{path}", highlight=False)
+    say(f"\n[bold]Logins[/bold], password {DEMO_PASSWORD} for every one:", highlight=False)
     for role, email in seeded.logins:
-        console.print(f"  {role:<13} {email}")
-    console.print(
+        say(f"  {role:<13} {email}", highlight=False)
+    say(
+        f"\n[bold]PMS[/bold]: a sandbox OpenDental at {pms.pms_url} "
+        f"(what it holds: {pms.control_url}/state), syncing both ways; bookings made here are pushed to it.",
+        highlight=False,
+    )
+    if pms.sync_id:
+        say(f"First Full Sync started: {base}/admin/sync/runs/{pms.sync_id}", highlight=False)
+    say(f"\nAdmin token:  {token}")
+    say(f"Chatbot (service) token: {seeded.service_token}")
+    say(
         f"Free slot: {seeded.slot_start} with {seeded.practitioner_name} ({seeded.practitioner_id}) "
         f"for {seeded.patient_name} ({seeded.patient_id})"
     )
-    console.print("\nPaste into another terminal:\n", highlight=False)
+    say("\nPaste into another terminal:\n", highlight=False)
     commands = [
         f"curl {auth} {base}/api/v1/practitioners",
         f'curl {auth} "{base}/api/v1/slots?from={seeded.slot_date}&to={seeded.slot_date}'
@@ -200,10 +263,12 @@ def _print_demo(seeded: DemoClinic, base: str, env_file: Path, environment: dict
         f'curl {auth} -H "Content-Type: application/json" '
         f'-H "Idempotency-Key: {environment["IDEMPOTENCY_KEY"]}" '
         f"-d '{body}' {base}/api/v1/appointments",
+        f"curl {auth} {base}/api/v1/sync/history/{seeded.organization_id}",
     ]
     for line in commands:
-        console.print(line, highlight=False, markup=False, crop=False, overflow="ignore")
-    console.print(f"\nThe same values, for scripts: . {env_file}", highlight=False)
+        say(line, highlight=False, markup=False, crop=False, overflow="ignore")
+    say(f"\nThe same values, for scripts: . {env_file}", highlight=False)
+    say("Ctrl-C stops the server and the sandbox PMS.", highlight=False)
 
 
 @app.command()

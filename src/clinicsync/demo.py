@@ -23,6 +23,7 @@ from clinicsync.booking.schemas import (
 )
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
+from clinicsync.sync.runs import service as runs_service
 from clinicsync.tenancy import security
 from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Organization, Role, User
@@ -31,6 +32,7 @@ from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
 DEMO_SLUG = "demo-clinic"
 DEMO_ADMIN_EMAIL = "admin@demo-clinic.example"
+# Every role can sign in to the pages with this password (printed by `clinicsync demo`).
 DEMO_PASSWORD = "demo-password-1"
 # One login per role; the practitioners' logins are their own emails (DEMO_PRACTITIONERS).
 DEMO_STAFF_EMAIL = "reception@demo-clinic.example"
@@ -45,9 +47,6 @@ DEMO_PRACTITIONERS = (
     ("Dr. Rohan Iyer", "rohan.iyer@demo-clinic.example", "Orthodontist"),
     ("Sam Okafor", "sam.okafor@demo-clinic.example", "Hygienist"),
 )
-# Every role can sign in to the pages with this password (printed by `clinicsync demo`).
-DEMO_PASSWORD = "demo-password-1"
-DEMO_STAFF_EMAIL = "desk@demo-clinic.example"
 
 
 DEMO_PATIENTS = (
@@ -60,6 +59,7 @@ DEMO_PATIENTS = (
 
 @dataclass(frozen=True)
 class DemoClinic:
+    organization_id: str
     organization_name: str
     time_zone: str
     admin_token: str
@@ -115,6 +115,10 @@ async def seed_demo(database_url: str) -> DemoClinic:
                 owner = await _user(session, organization, DEMO_ADMIN_EMAIL)
                 await _seed_clinic(session, Principal(organization.id, owner.id, Role.OWNER), password_hash)
             owner = await _user(session, organization, DEMO_ADMIN_EMAIL)
+            # The demo is the one process working for its clinic: a run still marked running was
+            # cut off by the last Ctrl-C. Failed as stale, the boot's Full Sync resumes from its
+            # checkpoint instead of being refused as a second run.
+            await runs_service.fail_stale(session, timedelta(0), organization.id)
             service = await _user(session, organization, DEMO_SERVICE_EMAIL)
             principal = Principal(organization.id, owner.id, Role.OWNER)
             practitioner = (await booking_service.list_practitioners(session, principal, limit=1))[0]
@@ -125,6 +129,7 @@ async def seed_demo(database_url: str) -> DemoClinic:
             logins = [(role.value, email) for role, email, _ in DEMO_LOGINS]
             logins += [(Role.PRACTITIONER.value, email) for _, email, _ in DEMO_PRACTITIONERS]
             return DemoClinic(
+                organization_id=str(organization.id),
                 organization_name=organization.name,
                 time_zone=organization.time_zone,
                 admin_token=issued.token,

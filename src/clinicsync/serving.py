@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,9 +19,21 @@ from clinicsync.logging import get_logger
 log = get_logger(__name__)
 
 
+class _HostSignals(uvicorn.Server):
+    """uvicorn leaving Ctrl-C and SIGTERM to the host program (which stops it by leaving the block)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @asynccontextmanager
-async def serving(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Runs ``app`` under uvicorn on the current event loop; yields its base URL, stops on exit."""
+async def serving(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, own_signals: bool = True
+) -> AsyncIterator[str]:
+    """Runs ``app`` under uvicorn on the current event loop; yields its base URL, stops on exit.
+    With ``own_signals=False`` uvicorn leaves Ctrl-C to the caller (``clinicsync demo`` stops the
+    server and its sandbox PMS together)."""
     # Event streams never end by themselves: past the grace period, shutdown cancels them.
     config = uvicorn.Config(
         app,
@@ -32,7 +44,7 @@ async def serving(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncI
         access_log=False,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(config) if own_signals else _HostSignals(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -1,5 +1,5 @@
 """A sandbox served from a thread of its own, for callers whose own loop is busy or blocking
-(``clinicsync demo`` runs uvicorn in the main thread; Playwright's sync API owns the tests' loop)."""
+(Playwright's sync API owns the browser tests' loop)."""
 
 from __future__ import annotations
 
