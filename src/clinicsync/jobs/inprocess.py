@@ -26,9 +26,11 @@ class InProcessRunner:
         self.ctx = ctx
         self.sweep_interval = sweep_interval
         self._slots = asyncio.Semaphore(concurrency)
-        self._queued: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        # Jobs waiting for a slot, and jobs waiting for their time (a retry's backoff): one of
+        # each per item is enough, as each sees the item's latest state when it runs.
+        self._waiting_now: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self._timers: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._functions: dict[str, Callable[..., Awaitable[Any]]] = {
             tasks.DELIVER: tasks.deliver,
@@ -41,22 +43,35 @@ class InProcessRunner:
 
     async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None:
         key = (task, tuple(sorted(kwargs.items())))
-        if key in self._queued:
-            return  # the queueing lock: one waiting job per item is enough
-        self._queued.add(key)
         delay = (at - utcnow()).total_seconds() if at is not None else 0.0
+        if delay <= 0:
+            # A job for now runs now even if a retry of the item waits for later: a fresh write,
+            # a person's retry or the end of the item before it in its chain must not wait out
+            # an old backoff. The timer stays; when it fires the item is done or claimed.
+            self._now(key, kwargs)
+            return
+        if key in self._timers or key in self._waiting_now:
+            return
         loop = asyncio.get_running_loop()
-        if delay > 0:
-            handle: asyncio.TimerHandle | None = None
 
-            def fire() -> None:
-                self._timers.discard(handle)
-                self._start(key, kwargs)
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self._now(key, kwargs)
 
-            handle = loop.call_later(delay, fire)
-            self._timers.add(handle)
-        else:
-            self._start(key, kwargs)
+        self._timers[key] = loop.call_later(delay, fire)
+
+    async def waiting(self, task: str, argument: str) -> set[str]:
+        return {
+            dict(arguments)[argument]
+            for name, arguments in (*self._waiting_now, *self._timers)
+            if name == task and argument in dict(arguments)
+        }
+
+    def _now(self, key: tuple[str, tuple[tuple[str, str], ...]], kwargs: dict[str, str]) -> None:
+        if key in self._waiting_now:
+            return
+        self._waiting_now.add(key)
+        self._spawn(self._run(key, kwargs))
 
     def wake(self, item_ids: list[str]) -> None:
         """Called after a booking transaction commits with owed pushes in it."""
@@ -68,12 +83,9 @@ class InProcessRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _start(self, key: tuple[str, tuple[tuple[str, str], ...]], kwargs: dict[str, str]) -> None:
-        self._spawn(self._run(key, kwargs))
-
     async def _run(self, key: tuple[str, tuple[tuple[str, str], ...]], kwargs: dict[str, str]) -> None:
         async with self._slots:
-            self._queued.discard(key)
+            self._waiting_now.discard(key)
             try:
                 await self._functions[key[0]](self.ctx, self, **kwargs)
             except Exception:
@@ -96,7 +108,7 @@ class InProcessRunner:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        for handle in self._timers:
+        for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
         pending = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
@@ -106,4 +118,4 @@ class InProcessRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        self._queued.clear()
+        self._waiting_now.clear()

@@ -25,6 +25,9 @@ from clinicsync.sync.delivery import SyncContext
 
 log = get_logger(__name__)
 QUEUE = "sync"
+# Higher runs first. A read-back confirms a push already accepted, so a backlog of them never
+# holds back a push still owed (nor the sweep, which recovers the pushes of a dead worker).
+PRIORITIES = {tasks.READ_BACK: -1}
 
 
 def conninfo(database_url: str) -> str:
@@ -88,7 +91,20 @@ class ProcrastinateRunner:
         lock = f"{task}:{next(iter(kwargs.values()), '')}"
         # One waiting job per item is enough; it will see the latest state.
         with contextlib.suppress(AlreadyEnqueued):
-            await self.app.configure_task(task, queueing_lock=lock, schedule_at=at).defer_async(**kwargs)
+            await self.app.configure_task(
+                task, queueing_lock=lock, schedule_at=at, priority=PRIORITIES.get(task, 0)
+            ).defer_async(**kwargs)
+
+    async def waiting(self, task: str, argument: str) -> set[str]:
+        """One query for the sweep: which items already have a job waiting (deferred, not started)."""
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT args->>%(argument)s AS value FROM procrastinate_jobs"
+            " WHERE queue_name = %(queue)s AND task_name = %(task)s AND status = 'todo'",
+            argument=argument,
+            queue=QUEUE,
+            task=task,
+        )
+        return {str(row["value"]) for row in rows if row["value"] is not None}
 
     async def _now(self, item_id: str) -> None:
         # A fresh write (or a person's retry) must not wait behind a retry scheduled for later, so

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Protocol
-
-from sqlalchemy import select
+from typing import Any, Protocol
 
 from clinicsync.db.base import utcnow
-from clinicsync.db.engine import session_scope
 from clinicsync.logging import get_logger
 from clinicsync.sync import delivery, outbox, webhooks
 from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.models import (
-    UNFINISHED_STATUSES,
-    ExternalReference,
-    OutboxItem,
     OutboxStatus,
-    RecordType,
-    SyncState,
 )
 
 log = get_logger(__name__)
@@ -45,57 +37,41 @@ SCHEDULE_RUNS = "schedule_runs"
 class Deferrer(Protocol):
     async def defer(self, task: str, *, at: datetime | None = None, **kwargs: str) -> None: ...
 
+    async def waiting(self, task: str, argument: str) -> set[str]:
+        """The values of ``argument`` of the jobs of ``task`` waiting to run (not yet started)."""
+        ...
+
+
+async def _defer_missing(jobs: Deferrer, task: str, argument: str, values: list[uuid.UUID]) -> int:
+    """Defers ``task`` for each value that has no job waiting yet; returns how many it deferred.
+
+    The sweep finds every due item each time it runs, and with a backlog most of them already
+    have a job queued (the one deferred with the write, or by the previous sweep). Deferring
+    them all again cost one database round trip each, every sweep: at a few hundred owed
+    pushes that was most of a worker's time, taken from the deliveries themselves.
+    """
+    if not values:
+        return 0
+    queued = await jobs.waiting(task, argument)
+    missing = [str(value) for value in values if str(value) not in queued]
+    for value in missing:
+        named: dict[str, Any] = {argument: value}
+        await jobs.defer(task, **named)
+    return len(missing)
+
 
 async def deliver(ctx: SyncContext, jobs: Deferrer, item_id: str) -> str:
     outcome = await delivery.deliver(ctx, uuid.UUID(item_id))
     if outcome.retry_at is not None:
         await jobs.defer(DELIVER, at=outcome.retry_at, item_id=item_id)
-    if outcome.status == "done":
-        if outcome.read_back is not None:
-            at = utcnow() + timedelta(seconds=ctx.settings.sync_read_back_delay_seconds)
-            await jobs.defer(READ_BACK, at=at, ref_id=str(outcome.read_back))
-        for ref_id in await _patient_to_confirm(ctx, uuid.UUID(item_id)):
-            await jobs.defer(READ_BACK, ref_id=str(ref_id))
-        following = await _next_in_chain(ctx, uuid.UUID(item_id))
-        if following is not None:
-            await jobs.defer(DELIVER, item_id=str(following))
+    if outcome.read_backs:
+        delay = ctx.settings.sync_read_back_delay_seconds
+        at = utcnow() + timedelta(seconds=delay) if delay > 0 else None
+        for ref_id in outcome.read_backs:
+            await jobs.defer(READ_BACK, at=at, ref_id=str(ref_id))
+    if outcome.following is not None:
+        await jobs.defer(DELIVER, item_id=str(outcome.following))
     return outcome.status
-
-
-async def _next_in_chain(ctx: SyncContext, item_id: uuid.UUID) -> uuid.UUID | None:
-    async with session_scope(ctx.sessionmaker, write=False) as session:
-        item = await session.get(OutboxItem, item_id)
-        if item is None:
-            return None
-        following: uuid.UUID | None = await session.scalar(
-            select(OutboxItem.id)
-            .where(
-                OutboxItem.integration_id == item.integration_id,
-                OutboxItem.chain_key == item.chain_key,
-                OutboxItem.seq > item.seq,
-                OutboxItem.status.in_(UNFINISHED_STATUSES),
-            )
-            .order_by(OutboxItem.seq)
-            .limit(1)
-        )
-        return following
-
-
-async def _patient_to_confirm(ctx: SyncContext, item_id: uuid.UUID) -> list[uuid.UUID]:
-    """A patient matched or created on the way to their appointment is read back as well."""
-    async with session_scope(ctx.sessionmaker, write=False) as session:
-        item = await session.get(OutboxItem, item_id)
-        if item is None or item.record_type != RecordType.APPOINTMENT:
-            return []
-        found = await session.scalars(
-            select(ExternalReference.id).where(
-                ExternalReference.integration_id == item.integration_id,
-                ExternalReference.record_type == RecordType.PATIENT,
-                ExternalReference.record_id == item.chain_key,
-                ExternalReference.sync_state == SyncState.ACCEPTED,
-            )
-        )
-        return list(found)
 
 
 async def read_back(ctx: SyncContext, jobs: Deferrer, ref_id: str) -> str:
@@ -138,10 +114,8 @@ async def sweep(ctx: SyncContext, jobs: Deferrer) -> int:
     if recovered:
         log.warning("outbox_recovered_stale_items", count=recovered)
     due = await outbox.due(ctx.sessionmaker, limit=1000)
-    for item_id in due:
-        await jobs.defer(DELIVER, item_id=str(item_id))
-    for ref_id in await delivery.sweep_read_backs(ctx):
-        await jobs.defer(READ_BACK, ref_id=str(ref_id))
+    await _defer_missing(jobs, DELIVER, "item_id", due)
+    await _defer_missing(jobs, READ_BACK, "ref_id", await delivery.sweep_read_backs(ctx))
     # Events stored and acknowledged whose job was lost (a restart between commit and defer).
     for event_id in await webhooks.due_events(ctx, older_than=30):
         await jobs.defer(APPLY_WEBHOOK, event_id=str(event_id))

@@ -8,7 +8,7 @@ unknown (look the record up in the PMS, adopt it if it is there, create only if 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -132,6 +132,24 @@ async def _external_id(
         return ref.external_id if ref is not None else None
 
 
+async def _external_ids(
+    ctx: SyncContext, integration_id: uuid.UUID, records: list[tuple[RecordType, uuid.UUID]]
+) -> dict[tuple[RecordType, uuid.UUID], str]:
+    """Several records' ids in the PMS in one read (an appointment, its patient, its practitioner)."""
+    async with session_scope(ctx.sessionmaker, write=False) as session:
+        rows = await session.execute(
+            select(
+                ExternalReference.record_type, ExternalReference.record_id, ExternalReference.external_id
+            ).where(
+                ExternalReference.integration_id == integration_id,
+                ExternalReference.record_id.in_([record_id for _, record_id in records]),
+                ExternalReference.external_id.is_not(None),
+            )
+        )
+        found = {(record_type, record_id): str(external_id) for record_type, record_id, external_id in rows}
+    return {key: value for key, value in found.items() if key in records}
+
+
 # ---- patients ---------------------------------------------------------------------------
 
 
@@ -151,9 +169,11 @@ async def ensure_patient(
     integration_id: uuid.UUID,
     patient_id: uuid.UUID,
     payload: dict[str, Any] | None = None,
+    *,
+    known: str | None = None,
 ) -> str:
     """The patient's id in the PMS: by reference, else matched (email, or phone + birth date), else new."""
-    existing = await _external_id(ctx, integration_id, RecordType.PATIENT, patient_id)
+    existing = known or await _external_id(ctx, integration_id, RecordType.PATIENT, patient_id)
     if existing is not None:
         return existing
     if SyncOperation.PATIENT_CREATE not in await supported(ctx, organization_id, integration_id):
@@ -230,10 +250,15 @@ async def _patient(ctx: SyncContext, claim: Claim) -> tuple[str | None, dict[str
 
 
 async def practitioner_id(
-    ctx: SyncContext, organization_id: uuid.UUID, integration_id: uuid.UUID, local_id: uuid.UUID
+    ctx: SyncContext,
+    organization_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    local_id: uuid.UUID,
+    *,
+    known: str | None = None,
 ) -> str:
     """The practitioner's id in the PMS: a stored link, else the one PMS practitioner with the same name."""
-    existing = await _external_id(ctx, integration_id, RecordType.PRACTITIONER, local_id)
+    existing = known or await _external_id(ctx, integration_id, RecordType.PRACTITIONER, local_id)
     if existing is not None:
         return existing
     if SyncOperation.PRACTITIONER_LIST not in await supported(ctx, organization_id, integration_id):
@@ -296,8 +321,8 @@ def _appointment_fields(payload: dict[str, Any]) -> dict[str, Any]:
 async def _appointment(ctx: SyncContext, claim: Claim) -> tuple[str, dict[str, Any]]:
     org, integration = claim.organization_id, claim.integration_id
     payload = claim.payload
-    external_id = await _external_id(ctx, integration, RecordType.APPOINTMENT, claim.record_id)
     if claim.operation == OutboxOperation.CANCEL:
+        external_id = await _external_id(ctx, integration, RecordType.APPOINTMENT, claim.record_id)
         if external_id is None:
             raise Refused("the appointment was never created in the PMS, so there is nothing to cancel there")
         if claim.looked_up_first:
@@ -314,8 +339,27 @@ async def _appointment(ctx: SyncContext, claim: Claim) -> tuple[str, dict[str, A
             {"id": external_id, "reason": payload.get("reason")},
         )
         return external_id, {"id": external_id, "status": "cancelled"}
-    patient = await ensure_patient(ctx, org, integration, uuid.UUID(payload["patient_id"]))
-    practitioner = await practitioner_id(ctx, org, integration, uuid.UUID(payload["practitioner_id"]))
+    patient_id, practitioner_local = uuid.UUID(payload["patient_id"]), uuid.UUID(payload["practitioner_id"])
+    known = await _external_ids(
+        ctx,
+        integration,
+        [
+            (RecordType.APPOINTMENT, claim.record_id),
+            (RecordType.PATIENT, patient_id),
+            (RecordType.PRACTITIONER, practitioner_local),
+        ],
+    )
+    external_id = known.get((RecordType.APPOINTMENT, claim.record_id))
+    patient = await ensure_patient(
+        ctx, org, integration, patient_id, known=known.get((RecordType.PATIENT, patient_id))
+    )
+    practitioner = await practitioner_id(
+        ctx,
+        org,
+        integration,
+        practitioner_local,
+        known=known.get((RecordType.PRACTITIONER, practitioner_local)),
+    )
     fields = _appointment_fields(payload) | {"patient_id": patient, "practitioner_id": practitioner}
     if external_id is None and claim.looked_up_first:
         found = await _perform(
@@ -352,7 +396,8 @@ async def _appointment(ctx: SyncContext, claim: Claim) -> tuple[str, dict[str, A
 class DeliveryOutcome:
     status: str  # skipped, done, retry, failed, postponed
     retry_at: datetime | None = None
-    read_back: uuid.UUID | None = None
+    read_backs: list[uuid.UUID] = field(default_factory=list)
+    following: uuid.UUID | None = None  # the next item of the chain, free to go now
 
 
 async def deliver(ctx: SyncContext, item_id: uuid.UUID) -> DeliveryOutcome:
@@ -399,9 +444,15 @@ async def deliver(ctx: SyncContext, item_id: uuid.UUID) -> DeliveryOutcome:
         )
         if kind != "refused" and not isinstance(exc, ClinicSyncError):
             log.exception("outbox_delivery_error", item_id=str(claim.id))
-        return DeliveryOutcome("failed" if retry_at is None else "retry", retry_at)
-    read_back = await outbox.succeed(ctx.sessionmaker, claim, external_id=external_id, snapshot=sent)
-    return DeliveryOutcome("done", read_back=read_back)
+        if retry_at is None:
+            # A refused appointment holds back only later pushes of itself: the patient's other
+            # appointments behind it in the chain may go now.
+            async with session_scope(ctx.sessionmaker, write=False) as session:
+                following = await outbox.next_in_chain(session, claim)
+            return DeliveryOutcome("failed", following=following)
+        return DeliveryOutcome("retry", retry_at)
+    delivered = await outbox.succeed(ctx.sessionmaker, claim, external_id=external_id, snapshot=sent)
+    return DeliveryOutcome("done", read_backs=delivered.read_backs, following=delivered.following)
 
 
 def _instant(value: Any) -> datetime | None:

@@ -173,14 +173,43 @@ async def _config(session: AsyncSession, integration_id: uuid.UUID) -> Integrati
     return config
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What follows a delivered item: references to read back, and the next item of its chain."""
+
+    read_backs: list[uuid.UUID]
+    following: uuid.UUID | None
+
+
+async def next_in_chain(session: AsyncSession, claim: Claim) -> uuid.UUID | None:
+    following: uuid.UUID | None = await session.scalar(
+        select(OutboxItem.id)
+        .where(
+            OutboxItem.integration_id == claim.integration_id,
+            OutboxItem.chain_key == claim.chain_key,
+            OutboxItem.id != claim.id,
+            OutboxItem.seq > select(OutboxItem.seq).where(OutboxItem.id == claim.id).scalar_subquery(),
+            OutboxItem.status.in_(UNFINISHED_STATUSES),
+        )
+        .order_by(OutboxItem.seq)
+        .limit(1)
+    )
+    return following
+
+
 async def succeed(
     sessionmaker: async_sessionmaker[AsyncSession],
     claim: Claim,
     *,
     external_id: str | None,
     snapshot: dict[str, Any] | None,
-) -> uuid.UUID | None:
-    """Records the PMS's answer: item done, reference accepted. Returns the reference to read back."""
+) -> Delivered:
+    """Records the PMS's answer: item done, reference accepted.
+
+    Says in the same transaction what follows: the record's reference to read back (unless a
+    later push of it is still owed), the patient matched or created on the way to an
+    appointment, and the next item of the chain, now free to go.
+    """
     async with session_scope(sessionmaker) as session:
         now = utcnow()
         await session.execute(
@@ -229,7 +258,18 @@ async def succeed(
         if config is not None:
             config.last_sync_at, config.last_sync_status, config.last_sync_error = now, "ok", None
         await session.flush()
-        return ref.id if ref.external_id and not still_owed else None
+        read_backs = [ref.id] if ref.external_id and not still_owed else []
+        if claim.record_type == RecordType.APPOINTMENT:
+            patients = await session.scalars(
+                select(ExternalReference.id).where(
+                    ExternalReference.integration_id == claim.integration_id,
+                    ExternalReference.record_type == RecordType.PATIENT,
+                    ExternalReference.record_id == claim.chain_key,
+                    ExternalReference.sync_state == SyncState.ACCEPTED,
+                )
+            )
+            read_backs.extend(patients)
+        return Delivered(read_backs, await next_in_chain(session, claim))
 
 
 def backoff(attempt: int, *, base: float, cap: float, retry_after: float | None) -> float:
