@@ -19,7 +19,14 @@ from clinicsync.app import create_app
 from clinicsync.sandbox import run_sandbox
 from clinicsync.serving import serving
 from tests.factories import Clinic, TenantFactory, future_day, open_clinic
-from tests.sync.conftest import DUAL_WRITE, Connected, connect_opendental, eventually, sync_settings
+from tests.sync.conftest import (
+    DUAL_WRITE,
+    Connected,
+    connect_opendental,
+    drain_timeout,
+    eventually_or_report,
+    sync_settings,
+)
 
 SCALE = float(os.environ.get("CLINICSYNC_SYNC_SCALE", "1"))
 
@@ -156,7 +163,12 @@ async def test_outage_then_restart_of_both_delivers_every_booking_once_and_confi
         httpx.AsyncClient(base_url=base_url, timeout=60) as client,
         pms_client(sandbox) as pms,
     ):
-        await eventually(lambda: _all_confirmed(client, clinic, count), timeout=120, interval=0.5)
+        await eventually_or_report(
+            lambda: _all_confirmed(client, clinic, count),
+            sessionmaker,
+            timeout=drain_timeout(count, at_least=120),
+            interval=1 if SCALE > 1 else 0.5,  # each look lists every appointment, on the delivering server
+        )
         in_pms = references_in(await pms_appointments(pms))
         assert sorted(in_pms) == sorted(item["booking_reference"] for item in booked)
         assert set(in_pms.values()) == {1}
@@ -178,7 +190,7 @@ def pms_client(sandbox: Any) -> httpx.AsyncClient:
 
 @pytest.mark.slow
 async def test_lost_responses_never_duplicate_appointments_or_patients(
-    client: httpx.AsyncClient, opendental: Connected
+    client: httpx.AsyncClient, opendental: Connected, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     od = opendental
     bookings, patient_count = int(50 * SCALE), int(30 * SCALE)
@@ -196,7 +208,12 @@ async def test_lost_responses_never_duplicate_appointments_or_patients(
     assert faults.status_code == 200, faults.text
     patients = await add_patients(client, od.clinic, patient_count, "l")
     booked = await book_many(client, od.clinic, patients, bookings)
-    await eventually(lambda: _all_confirmed(client, od.clinic, bookings), timeout=120, interval=0.5)
+    await eventually_or_report(
+        lambda: _all_confirmed(client, od.clinic, bookings),
+        sessionmaker,
+        timeout=drain_timeout(bookings + patient_count, at_least=120),
+        interval=1 if SCALE > 1 else 0.5,  # each look lists every appointment, on the delivering server
+    )
     dropped = [entry for entry in od.sandbox.request_log if "drop_after_commit" in entry.faults]
     assert dropped, "the fault must have struck for the test to mean anything"
     await od.pms.post(od.sandbox.root_url + "/_sandbox/faults/reset")  # type: ignore[operator]

@@ -19,7 +19,14 @@ from clinicsync.sandbox import run_sandbox
 from clinicsync.serving import serving
 from clinicsync.sync.models import OutboxItem, OutboxStatus
 from tests.factories import TenantFactory, open_clinic
-from tests.sync.conftest import DUAL_WRITE, connect_opendental, eventually, sync_settings
+from tests.sync.conftest import (
+    DUAL_WRITE,
+    connect_opendental,
+    drain_timeout,
+    eventually,
+    eventually_or_report,
+    sync_settings,
+)
 from tests.sync.test_resilience import (
     SCALE,
     add_patients,
@@ -109,7 +116,12 @@ async def test_two_workers_deliver_everything_once_and_survive_a_kill(
             async def all_confirmed() -> bool:
                 return (await states(client, clinic))["confirmed"] == count
 
-            await eventually(all_confirmed, timeout=180, interval=0.5)
+            await eventually_or_report(
+                all_confirmed,
+                sessionmaker,
+                timeout=drain_timeout(count + patient_count, at_least=180),
+                interval=1 if SCALE > 1 else 0.5,
+            )
             in_pms = references_in(await pms_appointments(pms))
             assert sorted(in_pms) == sorted(item["booking_reference"] for item in booked)
             assert set(in_pms.values()) == {1}
