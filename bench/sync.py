@@ -312,7 +312,8 @@ def render(results: dict[str, dict[str, float]], arguments: argparse.Namespace) 
         "",
         "Targets: p50 ratio dual-write / local only ≤ 1.2 (the push runs after the commit, off the request "
         "path); requests/s ÷ rate limit ≥ 0.9 (the drain keeps the PMS's budget busy). Each push is the "
-        "appointment create, the read-back and, once per patient, a patient lookup and create.",
+        "appointment create, the read-back and, once per patient, a patient lookup and create. The "
+        "integration's limiter is told the sandbox's own rule, one request per 1/rate seconds.",
         "",
         "The delivery guarantees at the issue's full sizes are the slow tests scaled up "
         "(`CLINICSYNC_SYNC_SCALE` multiplies their counts: 60 outage bookings, 50 bookings / 30 patients "
