@@ -1,6 +1,7 @@
 """`clinicsync demo` on a fresh database: it prints the URL, the pages and a login for each role, a
-token that can list and book, and its sandbox PMS is connected: the Full Sync started at boot
-completes with records, and a booking made through the API is confirmed by the PMS."""
+token that can list and book, and its sandbox PMS is connected both ways: the Full Sync started at
+boot completes with records, a booking made through the API is confirmed by the PMS, and the
+PMS's front desk moving it moves it here."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +110,8 @@ def test_demo_serves_its_pages_and_a_connected_pms(tmp_path: Path) -> None:
             def boot_sync() -> dict[str, Any] | None:
                 history = http.get(f"/api/v1/sync/history/{organization.group(1)}").json()
                 runs = [run for run in history["recent_syncs"] if run["sync_type"] == "full"]
-                return runs[0] if runs and runs[0]["status"] not in ("pending", "running") else None
+                finished = runs and runs[0]["status"] in ("completed", "failed", "cancelled")
+                return runs[0] if finished else None
 
             run = eventually(boot_sync, SYNC_SECONDS, "the boot Full Sync")
             assert run["status"] == "completed", run
@@ -144,6 +147,32 @@ def test_demo_serves_its_pages_and_a_connected_pms(tmp_path: Path) -> None:
 
             ref = eventually(confirmed, SYNC_SECONDS, "the PMS's confirmation")
             assert ref["provider_key"] == "opendental"
+
+            # Both ways: the PMS's front desk moves it, and its API Events bring the move here.
+            first = datetime.fromisoformat(slots[0]["start"])
+            later = next(
+                slot["start"]
+                for slot in slots
+                if datetime.fromisoformat(slot["start"]) >= first + timedelta(hours=1)
+            )
+            control = re.search(r"what it holds: (http://127\.0\.0\.1:\d+/_sandbox)/state", printed)
+            assert control, printed
+            with httpx.Client(base_url=control.group(1), timeout=10) as front_desk:
+                moved = front_desk.post(
+                    "/actions/reschedule",
+                    json={
+                        "AptNum": int(ref["external_id"]),
+                        "AptDateTime": datetime.fromisoformat(later).strftime("%Y-%m-%d %H:%M:%S"),
+                    },
+                )
+                assert moved.status_code == 200, moved.text
+                assert front_desk.post("/actions/deliver_events", json={}).status_code == 200
+
+            def moved_here() -> bool:
+                start = http.get(f"/api/v1/appointments/{booked.json()['id']}").json()["start"]
+                return datetime.fromisoformat(start) == datetime.fromisoformat(later)
+
+            eventually(moved_here, SYNC_SECONDS, "the front desk's move")
     finally:
         process.send_signal(signal.SIGINT)  # as Ctrl-C
         try:

@@ -247,6 +247,12 @@ def _print_demo(
         f"(what it holds: {pms.control_url}/state), syncing both ways; bookings made here are pushed to it.",
         highlight=False,
     )
+    say(
+        f"Its front desk (move or cancel a booking as the practice would): GET {pms.control_url}/actions; "
+        "changes come back through its API Events within a minute, at once after "
+        f"POST {pms.control_url}/actions/deliver_events",
+        highlight=False,
+    )
     if pms.sync_id:
         say(f"First Full Sync started: {base}/admin/sync/runs/{pms.sync_id}", highlight=False)
     say(f"\nAdmin token:  {token}")

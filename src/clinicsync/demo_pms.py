@@ -1,6 +1,7 @@
 """The demo clinic's PMS: an OpenDental sandbox on this machine, connected through the admin API as
 an administrator would connect a real one (integration, encrypted credential, a link from each
-practitioner to a PMS provider, sync settings), syncing both ways, with a first Full Sync started.
+practitioner to a PMS provider, sync settings, the PMS's API Events posting to the demo's webhook),
+syncing both ways, with a first Full Sync started.
 
 Runs once the demo server listens, in the same event loop as the server and the sandbox, so every
 call here is awaited: a blocking call would stop both from answering. A later `make demo` points
@@ -103,6 +104,9 @@ async def connect(http: httpx.AsyncClient, sandbox: SandboxServer, time_zone: st
         online = [chair for chair in chairs if chair["OpName"] == ONLINE_CHAIR]
         operatory = (online or chairs)[0]["OperatoryNum"]
         providers = _checked(await pms.get("/providers"), 200)
+        # The last run's API Events subscriptions point at its address; subscribed afresh below.
+        for subscription in _checked(await pms.get("/subscriptions"), 200):
+            _checked(await pms.delete(f"/subscriptions/{subscription['SubscriptionNum']}"), 200, 204, 404)
     shape = {
         "base_url": sandbox.base_url,
         "settings": {"operatory_id": operatory, "timezone": time_zone},
@@ -167,6 +171,12 @@ async def connect(http: httpx.AsyncClient, sandbox: SandboxServer, time_zone: st
         "/api/admin/integration-settings", json={"integration_id": integration_id, **SYNC_SETTINGS}
     )
     _checked(made, 201, 409)
+    # What the PMS's front desk changes comes back: its API Events post to the demo's webhook.
+    public_url = str(http.base_url).rstrip("/")
+    subscribed = await http.post(
+        f"/api/admin/sync/webhooks/{integration_id}/subscribe", json={"public_url": public_url}
+    )
+    _checked(subscribed, 201)
     started = await http.post("/api/v1/sync/trigger", json={"integration_id": integration_id})
     body = _checked(started, 202, 409)
     return DemoPms(
