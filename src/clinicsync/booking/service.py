@@ -564,14 +564,27 @@ async def find_duplicate(
     )
     if candidate is None:
         return None
+    matched_on = duplicate_match(
+        candidate, first_name=first_name, last_name=last_name, email=email, phone=phone
+    )
+    return candidate, matched_on or "phone and date_of_birth"
+
+
+def duplicate_match(
+    candidate: Patient, *, first_name: str, last_name: str, email: str | None, phone: str | None
+) -> str | None:
+    """The duplicate rule for a candidate born on the same day: what makes it probably the same
+    person (the same name, else email, else phone), or None. Patient imports match by it too."""
     if (
         candidate.first_name.lower() == first_name.lower()
         and candidate.last_name.lower() == last_name.lower()
     ):
-        return candidate, "name and date_of_birth"
+        return "name and date_of_birth"
     if email and candidate.email == email.lower():
-        return candidate, "email and date_of_birth"
-    return candidate, "phone and date_of_birth"
+        return "email and date_of_birth"
+    if phone and candidate.phone == phone:
+        return "phone and date_of_birth"
+    return None
 
 
 async def create_patient(session: AsyncSession, principal: Principal, data: PatientCreate) -> Patient:

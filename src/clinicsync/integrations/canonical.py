@@ -50,6 +50,7 @@ __all__ = [
     "OperationResult",
     "SyncOperation",
     "UnsupportedOperation",
+    "pages_resolved",
     "perform",
     "perform_resolved",
     "stream",
@@ -101,12 +102,7 @@ async def stream(
     payload: Mapping[str, Any],
 ) -> AsyncIterator[dict[str, Any]]:
     """Records of a list operation one by one, fetching pages only as they are consumed."""
-    if operation not in (
-        SyncOperation.APPOINTMENT_LIST_CHANGED,
-        SyncOperation.PATIENT_LIST_CHANGED,
-        SyncOperation.PRACTITIONER_LIST,
-        SyncOperation.CONSULTATION_LIST,
-    ):
+    if operation not in _LIST_OPERATIONS:
         raise ValueError(f"{operation.value} is not a list operation")
     resolution = await executor.resolve_id(organization_id, integration_id)
     resolved = resolution.resolved
@@ -117,6 +113,34 @@ async def stream(
         record = to_canonical(operation, spec, raw, resolved.settings)
         if _is_listed(operation, record, prepared):
             yield record
+
+
+_LIST_OPERATIONS = (
+    SyncOperation.APPOINTMENT_LIST_CHANGED,
+    SyncOperation.PATIENT_LIST_CHANGED,
+    SyncOperation.PRACTITIONER_LIST,
+    SyncOperation.CONSULTATION_LIST,
+)
+
+
+async def pages_resolved(
+    caller: ProviderCaller,
+    resolved: ResolvedIntegration,
+    operation: SyncOperation,
+    payload: Mapping[str, Any],
+    *,
+    priority: Priority = Priority.BACKGROUND,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """A list operation's canonical records one provider page at a time (one request each),
+    the next page fetched only when asked for: a sync run writes and checkpoints each."""
+    if operation not in _LIST_OPERATIONS:
+        raise ValueError(f"{operation.value} is not a list operation")
+    spec = _spec(resolved.definition, operation)
+    prepared = _prepare_payload(operation, payload, resolved)
+    params = _function_params(resolved, operation, spec, prepared)
+    async for raws in caller.pages(resolved, spec.function, params, priority=priority):
+        records = [to_canonical(operation, spec, raw, resolved.settings) for raw in raws]
+        yield [record for record in records if _is_listed(operation, record, prepared)]
 
 
 async def perform_resolved(

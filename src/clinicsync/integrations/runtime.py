@@ -14,6 +14,7 @@ pools and locks belong to the loop that created them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import random
@@ -21,7 +22,7 @@ import string
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -551,6 +552,23 @@ class ProviderCaller:
             )
         return endpoint
 
+    async def pages(
+        self,
+        resolved: ResolvedIntegration,
+        function: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        priority: Priority = Priority.BACKGROUND,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The records page by page, one request each (retries aside), fetched as consumed: for
+        callers that write and checkpoint a page at a time."""
+        result = CallResult(function=function, records=[], pages=0, status_code=None)
+        async with contextlib.aclosing(
+            self._pages(resolved, function, params or {}, result, priority)
+        ) as pages:
+            async for page in pages:
+                yield page
+
     async def _iterate(
         self,
         resolved: ResolvedIntegration,
@@ -560,6 +578,23 @@ class ProviderCaller:
         result: CallResult,
         priority: Priority,
     ) -> AsyncIterator[dict[str, Any]]:
+        produced = 0
+        async with contextlib.aclosing(self._pages(resolved, function, params, result, priority)) as pages:
+            async for page in pages:
+                for record in page:
+                    yield record
+                    produced += 1
+                    if max_records is not None and produced >= max_records:
+                        return
+
+    async def _pages(
+        self,
+        resolved: ResolvedIntegration,
+        function: str,
+        params: Mapping[str, Any],
+        result: CallResult,
+        priority: Priority,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         endpoint = self.endpoint(resolved, function)
         prepared = prepare_request(resolved, function, endpoint, params)
         runtime = runtime_for(resolved)
@@ -576,7 +611,6 @@ class ProviderCaller:
             for internal, spec in endpoint.response.fields.items()
         }
         page: PageRequest | None = paginator.first() if paginator else PageRequest()
-        produced = 0
         error: IntegrationError | None = None
         try:
             while page is not None:
@@ -590,17 +624,12 @@ class ProviderCaller:
                     token = get_path(body, endpoint.response.next_sync_token)
                     if token not in (None, ""):
                         result.sync_token = str(token)
-                for raw in raw_records:
-                    yield map_record(
-                        raw,
-                        fields,
-                        endpoint.response.include_unmapped,
-                        provider_out,
-                        resolved.settings,
+                yield [
+                    map_record(
+                        raw, fields, endpoint.response.include_unmapped, provider_out, resolved.settings
                     )
-                    produced += 1
-                    if max_records is not None and produced >= max_records:
-                        return
+                    for raw in raw_records
+                ]
                 page = paginator.next(body, len(raw_records)) if paginator else None
         except IntegrationError as exc:
             error = exc

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.app import create_app
@@ -20,11 +21,21 @@ from clinicsync.sandbox import SandboxServer
 from clinicsync.sandbox.faults import FaultSettings
 from clinicsync.serving import serving
 from clinicsync.sync.delivery import SyncContext
+from clinicsync.sync.models import ExternalReference, RecordType
 from clinicsync.sync.runs import engine
 from tests.conftest import RunningServer
 from tests.factories import TenantFactory
-from tests.sync.conftest import sync_settings
-from tests.sync.runs.conftest import VET_CLINIC, ZONE, Pulling, cases, connect_vet, finished, start
+from tests.sync.conftest import connect_opendental, sync_settings
+from tests.sync.runs.conftest import (
+    VET_CLINIC,
+    ZONE,
+    Pulling,
+    cases,
+    connect_vet,
+    finished,
+    pull_from,
+    start,
+)
 
 
 @pytest.fixture
@@ -144,3 +155,68 @@ async def test_cancel_stops_a_run_between_pages_and_keeps_what_it_did(
     again = await client.post(f"/api/v1/sync/{sync_id}/cancel", headers=vet.headers)
     assert again.status_code == 409
     assert again.json()["error"]["details"]["error_code"] == "SYNC_FINISHED"
+
+
+async def test_a_patient_import_whose_worker_died_resumes_from_its_page_with_exact_counts(
+    quiet_server: RunningServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tenant_factory: TenantFactory,
+    sandboxes: Callable[..., Awaitable[SandboxServer]],
+) -> None:
+    async with httpx.AsyncClient(base_url=quiet_server.base_url, timeout=30) as client:
+        od = await sandboxes(
+            "opendental",
+            spec={"seed": 7, "patients": 230, "appointments": 10, "days_before": 3, "days_after": 3},
+            timezone=ZONE,
+        )
+        tenant = await tenant_factory(time_zone=ZONE)
+        integration_id, pms, _provider = await connect_opendental(client, tenant, od)
+        await pms.aclose()
+        await pull_from(client, tenant, integration_id)
+        clinic = Pulling(tenant, od, integration_id)
+        worker = SyncContext(
+            sessionmaker, IntegrationExecutor(sessionmaker, quiet_server.settings), quiet_server.settings
+        )
+        od.faults = FaultSettings(latency_ms=1000, match_path="^/patients/Simple")
+        first = await start(client, clinic, sync_type="import_patients")
+
+        dying = asyncio.create_task(engine.execute(worker, uuid.UUID(first["sync_id"])))
+        for _ in range(200):
+            checkpoint = (await _detail(client, clinic, first["sync_id"]))["checkpoint"]
+            if checkpoint and checkpoint["phase"] == "patients" and checkpoint["page"] >= 1:
+                break
+            await asyncio.sleep(0.05)
+        dying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dying
+        died_at = await _detail(client, clinic, first["sync_id"])
+        assert died_at["checkpoint"]["page"] in (1, 2)
+        done = died_at["counts"]["patients"]["created"]
+        assert done == 100 * died_at["checkpoint"]["page"]
+
+        await asyncio.sleep(1.2)
+        cleaned = await client.post("/api/v1/sync/cleanup", headers=clinic.headers)
+        assert cleaned.json()["sync_ids"] == [first["sync_id"]]
+        od.faults = FaultSettings()
+        second = await start(client, clinic, sync_type="import_patients")
+        assert second["resumed_from"] == first["sync_id"]
+        assert await engine.execute(worker, uuid.UUID(second["sync_id"])) == "completed"
+
+        resumed = await _detail(client, clinic, second["sync_id"])
+        # Exact counts across the two runs: every PMS patient created and linked once.
+        assert resumed["counts"]["patients"] == {
+            "found": 230,
+            "created": 230,
+            "updated": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "failed": 0,
+        }
+        async with sessionmaker() as session:
+            linked = await session.scalar(
+                select(func.count(func.distinct(ExternalReference.record_id))).where(
+                    ExternalReference.integration_id == uuid.UUID(integration_id),
+                    ExternalReference.record_type == RecordType.PATIENT,
+                )
+            )
+        assert linked == 230

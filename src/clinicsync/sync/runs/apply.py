@@ -18,10 +18,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinicsync.booking.models import Patient
+from clinicsync.booking.service import duplicate_match
 from clinicsync.db.base import utcnow
-from clinicsync.sync import inbound
+from clinicsync.sync import audit, inbound
+from clinicsync.sync.audit import AuditContext
 from clinicsync.sync.inbound_models import ChangeSource
-from clinicsync.sync.models import RecordType
+from clinicsync.sync.models import ExternalReference, RecordType, SyncState
 from clinicsync.sync.refs import json_safe
 from clinicsync.sync.runs.models import PmsAppointment, SyncCase
 from clinicsync.sync.slots import service as slots
@@ -406,3 +409,188 @@ async def replay_cases(
                 if name != "id":
                     setattr(row, name, value)
     await session.flush()
+
+
+# ---- patients ------------------------------------------------------------------------------------
+
+PATIENT_COLUMNS = {"first_name": 100, "last_name": 100, "email": 320, "phone": 20}
+
+
+def _patient_columns(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A PMS patient as local columns; None when it has no name to register it by."""
+    first, last = (str(record.get(name) or "").strip() for name in ("first_name", "last_name"))
+    if not first or not last:
+        return None
+    email = str(record["email"]).strip().lower() if record.get("email") else None
+    columns: dict[str, Any] = {
+        "first_name": first,
+        "last_name": last,
+        "email": email or None,
+        "phone": record.get("phone") or None,
+        "date_of_birth": record.get("date_of_birth"),
+    }
+    for name, limit in PATIENT_COLUMNS.items():
+        if columns[name] is not None:
+            columns[name] = str(columns[name])[:limit]
+    return columns
+
+
+def _same_person(candidates: list[Patient], columns: dict[str, Any]) -> Patient | None:
+    """The oldest candidate the duplicate rule says is this PMS patient (a date of birth needed)."""
+    born = columns["date_of_birth"]
+    if born is None:
+        return None
+    for candidate in candidates:
+        if candidate.date_of_birth == born and duplicate_match(
+            candidate,
+            first_name=columns["first_name"],
+            last_name=columns["last_name"],
+            email=columns["email"],
+            phone=columns["phone"],
+        ):
+            return candidate
+    return None
+
+
+async def upsert_patients(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    records: Sequence[dict[str, Any]],
+    *,
+    run_id: uuid.UUID,
+) -> PageOutcome:
+    """One page of the PMS's patients into local patients, each linked to its PMS id by an
+    external reference. A patient already linked takes the PMS's changes through the inbound
+    path (conflict rule included); an unlinked one is matched to a local patient by the booking
+    core's duplicate rule (same date of birth and the same name, email or phone; oldest first,
+    never one linked to another PMS patient) and linked, or else created. A fixed number of
+    queries per page, whatever its size."""
+    outcome = PageOutcome(found={"patients": len(records)})
+    wanted = {str(record["id"]): record for record in records if record.get("id") is not None}
+    refs_by_external = {
+        str(ref.external_id): ref
+        for ref in await session.scalars(
+            select(ExternalReference).where(
+                ExternalReference.integration_id == integration_id,
+                ExternalReference.record_type == RecordType.PATIENT,
+                ExternalReference.external_id.in_(list(wanted)),
+            )
+        )
+    }
+    linked_ids = [ref.record_id for ref in refs_by_external.values()]
+    locals_: dict[uuid.UUID, Patient] = {}
+    if linked_ids:
+        locals_ = {
+            row.id: row
+            for row in await session.scalars(
+                select(Patient).where(Patient.id.in_(linked_ids), Patient.organization_id == organization_id)
+            )
+        }
+    linked: dict[str, Patient] = {}
+    newly_linked: set[str] = set()
+    unlinked: dict[str, dict[str, Any]] = {}
+    for external_id, record in wanted.items():
+        ref = refs_by_external.get(external_id)
+        local = locals_.get(ref.record_id) if ref is not None else None
+        if local is not None:
+            linked[external_id] = local
+            continue
+        columns = _patient_columns(record)
+        if columns is None:
+            outcome.actions.append(Action("patients", external_id, "failed", ["first_name", "last_name"]))
+            continue
+        unlinked[external_id] = columns
+    # Local patients born on the days of the page's unlinked ones, minus those already linked.
+    births = {columns["date_of_birth"] for columns in unlinked.values() if columns["date_of_birth"]}
+    candidates: list[Patient] = []
+    if births:
+        taken = select(ExternalReference.record_id).where(
+            ExternalReference.integration_id == integration_id,
+            ExternalReference.record_type == RecordType.PATIENT,
+        )
+        candidates = list(
+            await session.scalars(
+                select(Patient)
+                .where(
+                    Patient.organization_id == organization_id,
+                    Patient.date_of_birth.in_(births),
+                    Patient.id.not_in(taken),
+                )
+                .order_by(Patient.created_at, Patient.id)
+            )
+        )
+    context = AuditContext(ChangeSource.PULL, f"sync_run:{run_id}", integration_id)
+    now = utcnow()
+    with audit.context(session, context):
+        for external_id, columns in unlinked.items():
+            match = _same_person(candidates, columns)
+            if match is not None:
+                candidates.remove(match)  # one PMS patient per local patient
+                patient, verb = match, "update"
+                linked[external_id] = match
+                newly_linked.add(external_id)
+            else:
+                patient = Patient(id=uuid.uuid4(), organization_id=organization_id, **columns)
+                session.add(patient)
+                verb = "create"
+            ref = refs_by_external.get(external_id)
+            if ref is None:
+                ref = ExternalReference(
+                    id=uuid.uuid4(),
+                    organization_id=organization_id,
+                    integration_id=integration_id,
+                    record_type=RecordType.PATIENT,
+                    external_id=external_id,
+                    read_back_attempts=0,
+                )
+                session.add(ref)
+            ref.record_id = patient.id
+            ref.sync_state = SyncState.CONFIRMED
+            ref.confirmed_at = now
+            if verb == "create":
+                # Made from the PMS's record: that is the common ancestor of later changes.
+                ref.snapshot = json_safe(dict(wanted[external_id]))
+                ref.last_synced_at = now
+                outcome.actions.append(Action("patients", external_id, "create"))
+        await session.flush()
+    outcome.extra["patients_linked_existing"] = len(newly_linked)
+    await _patients_inbound(session, integration_id, wanted, linked, newly_linked, run_id, outcome)
+    return outcome
+
+
+async def _patients_inbound(
+    session: AsyncSession,
+    integration_id: uuid.UUID,
+    wanted: dict[str, dict[str, Any]],
+    linked: dict[str, Patient],
+    newly_linked: set[str],
+    run_id: uuid.UUID,
+    outcome: PageOutcome,
+) -> None:
+    """Linked patients take the PMS's values through the inbound path; what each one's local
+    values did (changed or not) is its action."""
+    if not linked:
+        return
+    before = {external_id: inbound.local_values(RecordType.PATIENT, p) for external_id, p in linked.items()}
+    config = await inbound.config_of(session, integration_id)
+    if config is not None and inbound.takes_inbound(config):
+        result = await inbound.apply_changes(
+            session,
+            config,
+            RecordType.PATIENT,
+            [wanted[external_id] for external_id in linked],
+            source=ChangeSource.PULL,
+            actor=f"sync_run:{run_id}",
+        )
+        outcome.extra["conflicts_settled"] = outcome.extra.get("conflicts_settled", 0) + result.settled
+        outcome.extra["conflicts_queued"] = outcome.extra.get("conflicts_queued", 0) + result.queued
+    for external_id, patient in linked.items():
+        after = inbound.local_values(RecordType.PATIENT, patient)
+        changed = sorted(name for name, value in after.items() if before[external_id][name] != value)
+        if external_id in newly_linked:
+            outcome.actions.append(Action("patients", external_id, "update", ["linked", *changed]))
+        elif changed:
+            outcome.actions.append(Action("patients", external_id, "update", changed))
+        else:
+            outcome.actions.append(Action("patients", external_id, "unchanged"))

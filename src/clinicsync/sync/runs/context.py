@@ -4,7 +4,7 @@ page with its counts and checkpoint (see engine.py)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -127,6 +127,16 @@ class RunContext:
         if self.first_sync_token is None and result.sync_token:
             self.first_sync_token = result.sync_token
         return result
+
+    async def read_pages(
+        self, operation: SyncOperation, payload: dict[str, Any]
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """A list operation's records a provider page (one request) at a time."""
+        async for page in canonical.pages_resolved(
+            self.ctx.executor.caller, self.resolved, operation, payload, priority=Priority.BACKGROUND
+        ):
+            self.requests += 1
+            yield page
 
     async def read_days(
         self, window: tuple[datetime, datetime]

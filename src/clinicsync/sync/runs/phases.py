@@ -357,7 +357,27 @@ async def save_full_cursor(rc: RunContext, started: datetime) -> None:
 
 
 async def patients(rc: RunContext) -> None:
-    raise PhaseSkipped("patient import is not available yet")
+    """The PMS's whole patient list, a provider page at a time, each page upserted and
+    checkpointed in one transaction. A resumed import reads the pages it had written again
+    (a provider's list has no stable page address to jump to) but writes from its checkpoint."""
+    if not rc.supports(SyncOperation.PATIENT_LIST_CHANGED):
+        raise PhaseSkipped(f"{rc.resolved.definition.key} maps no patient.list_changed: it lists no patients")
+    first = rc.resume_page("patients")
+    await update_run(rc, phase=("patients", {"pages_done": first}))
+    index = 0
+    async with contextlib.aclosing(rc.read_pages(SyncOperation.PATIENT_LIST_CHANGED, {})) as pages:
+        async for records in pages:
+            if index < first:
+                index += 1
+                continue
+
+            async def work(session: AsyncSession, records: list[dict[str, Any]] = records) -> PageOutcome:
+                return await apply.upsert_patients(
+                    session, rc.organization_id, rc.integration_id, records, run_id=rc.run_id
+                )
+
+            await commit_page(rc, "patients", index, work, operation=f"patients: page {index + 1}")
+            index += 1
 
 
 PHASES: dict[str, Callable[[RunContext], Awaitable[None]]] = {
