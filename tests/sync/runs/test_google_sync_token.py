@@ -98,6 +98,29 @@ async def test_an_event_moved_at_the_desk_is_pulled_by_the_next_token_pull(
     assert again["counts"].get("appointments", {}).get("found", 0) == 0
 
 
+async def test_an_event_deleted_at_the_desk_is_cancelled_by_the_next_token_pull(
+    client: httpx.AsyncClient, google_pull: Pulling
+) -> None:
+    # Google lists a deleted event by its id alone: the pull cancels what it holds for that id.
+    calendar = google_pull
+    full = await run_to_end(client, calendar, **WINDOWS)
+    assert full["status"] == "completed", full
+    event = next(row for row in await _upcoming(client, calendar) if row["status"] != "cancelled")
+    async with _desk(calendar) as desk:
+        deleted = await desk.post("/actions/cancel", json={"event_id": event["external_id"]})
+        assert deleted.status_code == 200, deleted.text
+
+    pulled = await run_to_end(client, calendar, incremental=True, **WINDOWS)
+
+    assert pulled["status"] == "completed", pulled
+    assert pulled["counts"]["appointments"]["found"] == 1
+    assert pulled["counts"]["appointments"]["updated"] == 1
+    assert pulled["requests_used"] == 1
+    shown = {row["external_id"]: row for row in await _upcoming(client, calendar)}
+    assert shown[event["external_id"]]["status"] == "cancelled"
+    assert shown[event["external_id"]]["starts_at"] == event["starts_at"]
+
+
 async def test_an_invalidated_token_falls_back_to_the_full_window_and_says_so(
     client: httpx.AsyncClient, google_pull: Pulling
 ) -> None:

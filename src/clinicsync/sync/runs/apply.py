@@ -227,6 +227,41 @@ async def _inbound(
     counts["conflicts_queued"] = result.queued
 
 
+async def known_visits(
+    session: AsyncSession, integration_id: uuid.UUID, external_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The visits a PMS reported deleted by their id alone (Google's cancelled entries promise
+    only the id), as the records this integration holds for them with the status cancelled:
+    they then go through the same page writes as any change. Ids never seen here are left out."""
+    wanted = list(dict.fromkeys(external_ids))
+    if not wanted:
+        return []
+    held: dict[str, PmsAppointment | SyncCase] = {}
+    for row in await session.scalars(
+        select(SyncCase).where(SyncCase.integration_id == integration_id, SyncCase.external_id.in_(wanted))
+    ):
+        held[row.external_id] = row
+    for upcoming in await session.scalars(
+        select(PmsAppointment).where(
+            PmsAppointment.integration_id == integration_id, PmsAppointment.external_id.in_(wanted)
+        )
+    ):
+        held[upcoming.external_id] = upcoming
+    records = []
+    for external_id, visit in held.items():
+        snapshot = visit.appointment if isinstance(visit, SyncCase) else visit.record
+        records.append(
+            {
+                **(snapshot or {}),
+                "id": external_id,
+                "starts_at": visit.starts_at,
+                "ends_at": visit.ends_at,
+                "status": "cancelled",
+            }
+        )
+    return records
+
+
 async def upsert_slots(
     session: AsyncSession,
     organization_id: uuid.UUID,

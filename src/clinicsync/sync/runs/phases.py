@@ -316,6 +316,15 @@ async def pull(rc: RunContext) -> None:
         await update_run(rc, note=note, phase=("pull", {"fallback": "full_window", "fallback_reason": note}))
         result = await rc.read_result(SyncOperation.APPOINTMENT_LIST_CHANGED, whole_window)
     records = result.records
+    # Deleted entries that carry only their id (Google's): cancel what is held for them.
+    gone = [
+        str(record["id"])
+        for record in records
+        if record.get("starts_at") is None and record.get("status") == "cancelled"
+    ]
+    if gone:
+        async with session_scope(rc.ctx.sessionmaker, write=False) as session:
+            records = [*records, *await apply.known_visits(session, rc.integration_id, gone)]
     inside = {
         str(record["id"]): record
         for record in records
