@@ -782,12 +782,13 @@ def report(arguments: argparse.Namespace, sizes: Sizes, results: dict[str, dict[
         "### Statements per booking",
         "",
         "Pinned by tests/booking/test_booking_statements.py on both databases (SQLAlchemy's cursor "
-        "event, only the request's own statements): 10 per `POST /appointments`, 11 with an "
-        "Idempotency-Key, the same with 2,000 past appointments as with none. SQLite: BEGIN (deferred), "
-        "token + user + organization, the organization's sync settings, practitioner + patient check, "
-        "the day's hours and overrides, the bounded clash check, BEGIN IMMEDIATE, INSERT, sync audit "
-        "row, change event. PostgreSQL: the same reads, the organization's change-event lock, INSERT, "
-        "audit row, change event, NOTIFY. The same file pins the clash check's plan: a range of the "
+        "event, only the request's own statements): 8 per `POST /appointments` on SQLite and 7 on "
+        "PostgreSQL, one more with an Idempotency-Key, the same with 2,000 past appointments as with "
+        "none. SQLite: BEGIN (deferred), token + user + organization, the organization's sync settings, "
+        "one query for the practitioner, the patient check, the day's hours and overrides and the "
+        "bounded clash check, BEGIN IMMEDIATE, INSERT, sync audit row, change event. PostgreSQL: the "
+        "same reads, the organization's change-event lock, INSERT, audit row, change event with its "
+        "NOTIFY in the same statement. The same file pins the clash check's plan: a range of the "
         "partial active index bounded on both sides (before, SQLite scanned the whole table: the "
         "query said `status IN (?, ?)`, which SQLite cannot match to the index's literal WHERE).",
     ]

@@ -26,14 +26,16 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     return sessionmaker
 
 
-def writes_in_own_transactions(request: Request) -> None:
+# The marker dependencies below are async on purpose: FastAPI runs a plain ``def`` dependency in a
+# worker thread, a thread hop per request for a one-line assignment.
+async def writes_in_own_transactions(request: Request) -> None:
     """Route dependency: the route writes only in short transactions of its own (the integration
     executor does, around provider calls), so its request transaction just reads. On SQLite a
     writing request transaction would hold the write lock those inner transactions wait for."""
     request.state.read_only_session = True
 
 
-def writes_after_reads(request: Request) -> None:
+async def writes_after_reads(request: Request) -> None:
     """Route dependency: the route's service reads first and calls ``db.engine.begin_writes``
     before its first change, so on SQLite the write lock is held for the writes only and readers
     and other writers are not queued behind the request's reads."""

@@ -25,13 +25,13 @@ from clinicsync.booking.models import Appointment
 from clinicsync.db.engine import session_scope
 from tests.factories import Clinic, booking, future_day
 
-# Per booking: the token (with its user and organization), the organization's sync settings,
-# practitioner and patient in one query, the day's hours and overrides in one query, the bounded
-# clash check, the INSERT, the sync audit row and the change event. SQLite adds its two BEGINs
-# (the deferred read transaction, then BEGIN IMMEDIATE for the writes); PostgreSQL takes the
-# organization's change-event lock and queues the notification. An Idempotency-Key adds the
-# INSERT of its record, nothing else.
-EXPECTED = {"sqlite": 10, "postgresql": 10}
+# Per booking: the token (with its user and organization), the organization's sync settings, one
+# query for the practitioner, the patient check, the day's hours and overrides and the bounded
+# clash check, then the INSERT, the sync audit row and the change event. SQLite adds its two
+# BEGINs (the deferred read transaction, then BEGIN IMMEDIATE for the writes); PostgreSQL takes the
+# organization's change-event lock (the change event's INSERT queues the notification in the same
+# statement). An Idempotency-Key adds the INSERT of its record, nothing else.
+EXPECTED = {"sqlite": 8, "postgresql": 7}
 WITH_KEY = 1
 
 

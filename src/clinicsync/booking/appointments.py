@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -271,17 +271,35 @@ async def _conflicting(
 ) -> Appointment | None:
     """The active appointment whose kept-clear time meets this one's, read from a range of the
     active-appointments index bounded on both sides (MAX_BLOCK back, the new end forward)."""
-    query = select(Appointment).where(
-        Appointment.organization_id == organization_id,
-        Appointment.practitioner_id == practitioner_id,
-        ACTIVE_CONDITION,
-        Appointment.blocked_from > blocked_from - MAX_BLOCK,
-        Appointment.blocked_from < blocked_until,
-        Appointment.blocked_until > blocked_from,
-    )
-    if exclude is not None:
-        query = query.where(Appointment.id != exclude)
-    return await session.scalar(query.order_by(Appointment.blocked_from).limit(1))
+    parameters = {
+        "organization_id": organization_id,
+        "practitioner_id": practitioner_id,
+        "earliest": blocked_from - MAX_BLOCK,
+        "blocked_from": blocked_from,
+        "blocked_until": blocked_until,
+    }
+    if exclude is None:
+        return await session.scalar(_CLASH, parameters)
+    return await session.scalar(_CLASH_EXCEPT, {**parameters, "exclude": exclude})
+
+
+_CLASH_WHERE = (
+    Appointment.organization_id == bindparam("organization_id"),
+    Appointment.practitioner_id == bindparam("practitioner_id"),
+    ACTIVE_CONDITION,
+    Appointment.blocked_from > bindparam("earliest"),
+    Appointment.blocked_from < bindparam("blocked_until"),
+    Appointment.blocked_until > bindparam("blocked_from"),
+)
+# Built once (every booking and reschedule runs one): a prebuilt statement's cache key is
+# computed once rather than per request.
+_CLASH = select(Appointment).where(*_CLASH_WHERE).order_by(Appointment.blocked_from).limit(1)
+_CLASH_EXCEPT = (
+    select(Appointment)
+    .where(*_CLASH_WHERE, Appointment.id != bindparam("exclude"))
+    .order_by(Appointment.blocked_from)
+    .limit(1)
+)
 
 
 def _conflict_error(zone: ZoneInfo, placed: Placement, clash: Appointment | None) -> Conflict:
@@ -333,6 +351,7 @@ async def check_bookable(
     *,
     override: bool = False,
     now: datetime | None = None,
+    schedule: tuple[list[slot_math.WeeklyInterval], list[slot_math.DateOverride]] | None = None,
 ) -> None:
     """Refuses, with the reason, a time slot search would not offer this caller: in the past,
     outside hours, off the clinic's grid, inside minimum notice or past the horizon. The last
@@ -349,7 +368,9 @@ async def check_bookable(
         raise ValidationFailed("end", "an appointment may last at most 24 hours, buffers included")
     local = start.astimezone(zone)
     day = local.date()
-    weekly, overrides = await service.day_schedule(session, organization.id, practitioner.id, day)
+    if schedule is None:
+        schedule = await service.day_schedule(session, organization.id, practitioner.id, day)
+    weekly, overrides = schedule
     if not slot_math.fits_availability(start=start, end=end, zone=zone, weekly=weekly, overrides=overrides):
         raise ValidationFailed(
             "start",
@@ -436,30 +457,81 @@ def remember_for_key(
     )
 
 
-async def _booking_parties(
-    session: AsyncSession, principal: Principal, data: AppointmentCreate
-) -> Practitioner:
-    """The practitioner, checking in the same round trip that the patient is this clinic's."""
-    patient_known = (
-        select(Patient.id)
-        .where(Patient.id == data.patient_id, Patient.organization_id == principal.organization_id)
-        .exists()
+# The reads a booking needs, in one round trip (built once, so its cache key is computed once):
+# the practitioner, whether the patient is this clinic's, and the day's hours and overrides (one
+# row each, NULLs when there are none). Without an appointment type the placement is known up
+# front, and the clash check rides along as the id of the first clash.
+_SCHEDULE = service.DAY_SCHEDULE.subquery("schedule")
+_PARTIES_COLUMNS = (
+    Practitioner,
+    select(Patient.id)
+    .where(Patient.id == bindparam("patient_id"), Patient.organization_id == bindparam("organization_id"))
+    .exists()
+    .label("patient_known"),
+    _SCHEDULE.c.weekly,
+    _SCHEDULE.c.start_time,
+    _SCHEDULE.c.end_time,
+    _SCHEDULE.c.is_available,
+)
+_PARTIES_WHERE = (
+    Practitioner.id == bindparam("practitioner_id"),
+    Practitioner.organization_id == bindparam("organization_id"),
+    Practitioner.deleted_at.is_(None),
+)
+_PARTIES = select(*_PARTIES_COLUMNS).outerjoin(_SCHEDULE, true()).where(*_PARTIES_WHERE)
+_PARTIES_AND_CLASH = (
+    select(
+        *_PARTIES_COLUMNS,
+        select(Appointment.id)
+        .where(*_CLASH_WHERE)
+        .order_by(Appointment.blocked_from)
+        .limit(1)
+        .scalar_subquery()
+        .label("clash_id"),
     )
-    row = (
-        await session.execute(
-            select(Practitioner, patient_known.label("patient_known")).where(
-                Practitioner.id == data.practitioner_id,
-                Practitioner.organization_id == principal.organization_id,
-                Practitioner.deleted_at.is_(None),
-            )
-        )
-    ).first()
-    if row is None:
+    .outerjoin(_SCHEDULE, true())
+    .where(*_PARTIES_WHERE)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parties:
+    practitioner: Practitioner
+    schedule: tuple[list[slot_math.WeeklyInterval], list[slot_math.DateOverride]]
+    clash_id: uuid.UUID | None  # read only when the placement was given
+
+
+async def _booking_parties(
+    session: AsyncSession,
+    principal: Principal,
+    data: AppointmentCreate,
+    zone: ZoneInfo,
+    placed: Placement | None,
+) -> _Parties:
+    """The practitioner, checking in the same round trip that the patient is this clinic's, with
+    the booking day's hours and, given the placement, the first clash."""
+    day = data.start.astimezone(zone).date()
+    parameters: dict[str, Any] = {
+        "practitioner_id": data.practitioner_id,
+        "patient_id": data.patient_id,
+        "organization_id": principal.organization_id,
+        "weekday": day.weekday(),
+        "day": day,
+    }
+    if placed is not None:
+        parameters["earliest"] = placed.blocked_from - MAX_BLOCK
+        parameters["blocked_from"] = placed.blocked_from
+        parameters["blocked_until"] = placed.blocked_until
+    rows = list((await session.execute(_PARTIES if placed is None else _PARTIES_AND_CLASH, parameters)).all())
+    if not rows:
         raise ValidationFailed("practitioner_id", f"practitioner {data.practitioner_id} not found")
-    if not row.patient_known:
+    if not rows[0].patient_known:
         raise ValidationFailed("patient_id", f"patient {data.patient_id} not found")
-    practitioner: Practitioner = row[0]
-    return practitioner
+    schedule = service.schedule_from_rows(
+        day, ((row.weekly, row.start_time, row.end_time, row.is_available) for row in rows)
+    )
+    clash_id = rows[0].clash_id if placed is not None else None
+    return _Parties(rows[0][0], schedule, clash_id)
 
 
 async def create_appointment(
@@ -499,25 +571,39 @@ async def _book(
     permissions.check(principal, Capability.APPOINTMENTS_BOOK)
     search.check_override(principal, data.override)
     organization, zone = await service.organization_zone(session, principal.organization_id)
-    practitioner = await _booking_parties(session, principal, data)
     appointment_type: AppointmentType | None = None
-    if data.appointment_type_id is not None:
+    if data.appointment_type_id is None:
+        # The placement is known before any read, so the clash check joins the parties' round trip.
+        placed = _placement(data.start, data.end, organization, None)
+        parties = await _booking_parties(session, principal, data, zone, placed)
+        practitioner = parties.practitioner
+    else:
+        parties = await _booking_parties(session, principal, data, zone, None)
+        practitioner = parties.practitioner
         appointment_type = await appointment_types.bookable_type(
             session, principal, data.appointment_type_id, practitioner.id
         )
-    placed = _placement(data.start, data.end, organization, appointment_type)
+        placed = _placement(data.start, data.end, organization, appointment_type)
     now = utcnow()
     await check_bookable(
-        session, principal, organization, practitioner, placed, override=data.override, now=now
+        session,
+        principal,
+        organization,
+        practitioner,
+        placed,
+        override=data.override,
+        now=now,
+        schedule=parties.schedule,
     )
     # One bounded index read names the clash precisely, and spares callers that go on using the
     # session after a refusal the rollback a refused insert needs. The database still decides
     # the races that slip past it.
-    clash = await _conflicting(
-        session, organization.id, practitioner.id, placed.blocked_from, placed.blocked_until
-    )
-    if clash is not None:
-        raise _conflict_error(zone, placed, clash)
+    if appointment_type is not None or parties.clash_id is not None:
+        clash = await _conflicting(
+            session, organization.id, practitioner.id, placed.blocked_from, placed.blocked_until
+        )
+        if clash is not None:
+            raise _conflict_error(zone, placed, clash)
 
     await begin_writes(session)
     appointment = Appointment(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, func, literal, or_, select, union_all
+from sqlalchemy import CompoundSelect, Select, and_, bindparam, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking import slots as slot_math
@@ -651,35 +652,57 @@ async def organization_zone(
     return organization, ZoneInfo(organization.time_zone)
 
 
-async def day_schedule(
-    session: AsyncSession, organization_id: uuid.UUID, practitioner_id: uuid.UUID, day: date
-) -> tuple[list[slot_math.WeeklyInterval], list[slot_math.DateOverride]]:
-    """One practitioner's weekly hours for ``day``'s weekday and that date's overrides, in one
-    round trip (booking reads this on every request)."""
-    weekly_rows = select(
+# Built once (booking reads it on every request): a prebuilt statement's cache key is computed once.
+# Its parameters: organization_id, practitioner_id, weekday and day.
+DAY_SCHEDULE: CompoundSelect[Any] = union_all(
+    select(
         literal(True).label("weekly"),
         AvailabilityRule.start_time,
         AvailabilityRule.end_time,
         AvailabilityRule.is_available,
     ).where(
-        AvailabilityRule.organization_id == organization_id,
-        AvailabilityRule.practitioner_id == practitioner_id,
-        AvailabilityRule.day_of_week == day.weekday(),
-    )
-    override_rows = select(
+        AvailabilityRule.organization_id == bindparam("organization_id"),
+        AvailabilityRule.practitioner_id == bindparam("practitioner_id"),
+        AvailabilityRule.day_of_week == bindparam("weekday"),
+    ),
+    select(
         literal(False).label("weekly"),
         AvailabilityOverride.start_time,
         AvailabilityOverride.end_time,
         AvailabilityOverride.is_available,
     ).where(
-        AvailabilityOverride.organization_id == organization_id,
-        AvailabilityOverride.practitioner_id == practitioner_id,
-        AvailabilityOverride.date == day,
-    )
+        AvailabilityOverride.organization_id == bindparam("organization_id"),
+        AvailabilityOverride.practitioner_id == bindparam("practitioner_id"),
+        AvailabilityOverride.date == bindparam("day"),
+    ),
+)
+
+
+async def day_schedule(
+    session: AsyncSession, organization_id: uuid.UUID, practitioner_id: uuid.UUID, day: date
+) -> tuple[list[slot_math.WeeklyInterval], list[slot_math.DateOverride]]:
+    """One practitioner's weekly hours for ``day``'s weekday and that date's overrides, in one
+    round trip (booking reads this on every request)."""
+    parameters = {
+        "organization_id": organization_id,
+        "practitioner_id": practitioner_id,
+        "weekday": day.weekday(),
+        "day": day,
+    }
+    rows: list[Any] = list((await session.execute(DAY_SCHEDULE, parameters)).all())
+    return schedule_from_rows(day, rows)
+
+
+def schedule_from_rows(
+    day: date, rows: Iterable[tuple[Any, Any, Any, Any]]
+) -> tuple[list[slot_math.WeeklyInterval], list[slot_math.DateOverride]]:
+    """``DAY_SCHEDULE``'s rows (weekly, start, end, available) as the day's hours and overrides;
+    a row of NULLs (an outer join that found no hours) is skipped."""
     weekly: list[slot_math.WeeklyInterval] = []
     overrides: list[slot_math.DateOverride] = []
-    rows: list[Any] = list((await session.execute(union_all(weekly_rows, override_rows))).all())
     for is_weekly, start, end, is_available in rows:
+        if is_weekly is None:
+            continue
         if is_weekly:
             weekly.append(slot_math.WeeklyInterval(day.weekday(), start, end, is_available))
         else:

@@ -7,8 +7,8 @@ One set of listeners on every SQLAlchemy ``Session``:
   never later find a committed N-1 it skipped. SQLite needs nothing: writers are serialized by
   ``BEGIN IMMEDIATE``.
 * ``after_flush`` writes one ``change_events`` row per inserted, modified or deleted tracked
-  object, and on PostgreSQL queues ``pg_notify`` with the newest id, which PostgreSQL delivers
-  only if the transaction commits.
+  object, and on PostgreSQL queues ``pg_notify`` with the newest id in the same statement, which
+  PostgreSQL delivers only if the transaction commits.
 * ``do_orm_execute`` covers ORM bulk ``update()`` / ``delete()`` statements, which bypass the
   flush (removing a practitioner cancels their appointments that way).
 * ``after_commit`` wakes this process's hubs; a rollback discards the rows and the notification.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Table, event, insert, select, text
+from sqlalchemy import String, Table, cast, event, func, insert, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
@@ -155,10 +155,16 @@ def write_changes(session: Session, changes: list[Change]) -> list[int]:
     if not rows:
         return []
     connection = session.connection()
-    ids = list(connection.execute(insert(_table).returning(_table.c.id), rows).scalars())
     if _is_postgres(session):
-        # Only the id travels: payloads are capped at 8000 bytes and listeners read the rows anyway.
-        connection.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": CHANNEL, "id": str(max(ids))})
+        # The rows and their notification in one round trip. Only the newest id travels: payloads
+        # are capped at 8000 bytes and listeners read the rows anyway.
+        inserted = insert(_table).values(rows).returning(_table.c.id).cte("inserted")
+        newest = cast(func.max(inserted.c.id), String)
+        notified = select(func.pg_notify(CHANNEL, newest).label("sent")).select_from(inserted).cte("notified")
+        query = select(inserted.c.id).select_from(inserted.join(notified, true())).order_by(inserted.c.id)
+        ids = list(connection.execute(query).scalars())
+    else:
+        ids = list(connection.execute(insert(_table).returning(_table.c.id), rows).scalars())
     session.info[_WROTE_KEY] = True
     return ids
 

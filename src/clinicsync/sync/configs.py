@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.errors import Conflict, NotFound, ValidationFailed
@@ -250,9 +250,16 @@ async def delete_config(
 
 async def configs_for(session: AsyncSession, organization_id: uuid.UUID) -> list[IntegrationSyncConfig]:
     """The organization's configs that push local writes (dual-write, external-only, bidirectional)."""
-    query = select(IntegrationSyncConfig).where(
-        IntegrationSyncConfig.organization_id == organization_id,
+    return list(await session.scalars(_PUSHING, {"organization_id": organization_id}))
+
+
+# Built once: every booking and change runs it (see configs_for).
+_PUSHING = (
+    select(IntegrationSyncConfig)
+    .where(
+        IntegrationSyncConfig.organization_id == bindparam("organization_id"),
         IntegrationSyncConfig.sync_enabled.is_(True),
         IntegrationSyncConfig.sync_direction.in_((SyncDirection.TO_EXTERNAL, SyncDirection.BIDIRECTIONAL)),
     )
-    return list(await session.scalars(query.order_by(IntegrationSyncConfig.created_at)))
+    .order_by(IntegrationSyncConfig.created_at)
+)

@@ -17,7 +17,7 @@ from clinicsync.sync.schemas import AppointmentWithSync, PatientWithSync
 from clinicsync.tenancy.principal import Principal
 
 
-def sync_manager(request: Request) -> SyncManager:
+async def sync_manager(request: Request) -> SyncManager:
     manager: SyncManager = request.app.state.sync_manager
     return manager
 

@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.config import get_settings
@@ -238,18 +238,20 @@ async def revoke_token(session: AsyncSession, principal: Principal, token_id: uu
     token.revoked_at = token.revoked_at or utcnow()
 
 
+# Built once: every request runs it, and a prebuilt statement's cache key is computed only once.
+_TOKEN_LOOKUP = (
+    select(ApiToken, User, Organization)
+    .join(User, User.id == ApiToken.user_id)
+    .join(Organization, Organization.id == ApiToken.organization_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 async def authenticate(session: AsyncSession, raw_token: str) -> tuple[Principal, bool]:
     """Resolves a bearer token. Returns the principal and whether last_used_at is due a refresh."""
     # The organization comes along in the same round trip: it lands in the session's identity
     # map, so the route's own get_organization (session.get) costs no query.
-    row = (
-        await session.execute(
-            select(ApiToken, User, Organization)
-            .join(User, User.id == ApiToken.user_id)
-            .join(Organization, Organization.id == ApiToken.organization_id)
-            .where(ApiToken.token_hash == security.hash_token(raw_token))
-        )
-    ).first()
+    row = (await session.execute(_TOKEN_LOOKUP, {"token_hash": security.hash_token(raw_token)})).first()
     now = utcnow()
     if row is None:
         raise Unauthorized("invalid token")
