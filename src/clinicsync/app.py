@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -137,6 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A thread computing (slot search, the SQLite driver) hands the GIL to a waiting event loop
+        # after 1 ms rather than Python's default 5: every socket read and write of the loop waits
+        # for that handover while such a thread runs.
+        sys.setswitchinterval(0.001)
         engine = create_engine(settings.database_url)
         if settings.migrate_on_start:
             await migrate.upgrade(engine)

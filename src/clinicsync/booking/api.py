@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated
 
@@ -239,8 +238,8 @@ async def search_slots(
         limit=limit,
         cursor=cursor,
     )
-    # Rendered in a worker thread too: a full page is thousands of objects.
-    return Response(await asyncio.to_thread(search.render, page), media_type="application/json")
+    # Rendered in the search thread too: a full page is thousands of objects.
+    return Response(await search.in_search_thread(search.render, page), media_type="application/json")
 
 
 # --- appointment types ----------------------------------------------------------------------------

@@ -4,15 +4,26 @@ The rules are the ones booking applies (booking.appointments checks a requested 
 same grid, notice, horizon and buffers), so a time is bookable exactly when search offers it.
 The arithmetic runs in a worker thread and stops at the page's limit, so a 90-day search over
 a large clinic neither holds the event loop nor builds a response nobody reads.
+
+That thread is one per process, shared by every search: Python runs one thread at a time (the
+GIL), so several searches computing at once finish no sooner, and each extra thread is one more
+the event loop queues behind whenever it needs the GIL back (to answer /health, say). Searches
+wait their turn for it in its queue, not on the event loop; it steps aside between a
+practitioner's days and between slices of a page it renders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -31,6 +42,23 @@ from clinicsync.tenancy.principal import Principal
 MAX_SLOT_SEARCH_DAYS = 92
 DEFAULT_SLOT_PAGE = 500
 MAX_SLOT_PAGE = 2000
+
+
+_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slot-search")
+_T = TypeVar("_T")
+# Slots rendered between two steps aside (a few milliseconds of work).
+RENDER_SLICE = 250
+
+
+async def in_search_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """Runs ``function`` in the process's one search thread, queued behind the searches before it."""
+    return await asyncio.get_running_loop().run_in_executor(_worker, functools.partial(function, *args))
+
+
+def _step_aside() -> None:
+    """Gives up the GIL for a moment, so an event loop waiting for it runs now rather than after
+    the interpreter's switch interval."""
+    time.sleep(0)
 
 
 @dataclass(frozen=True)
@@ -134,7 +162,7 @@ async def search_slots(
     ids = [p.id for p in practitioners]
     weekly, overrides = await service.schedule_of(session, organization.id, ids, first_day, last_day)
     busy = await busy_times(session, organization.id, ids, first_day, last_day, zone)
-    slots, next_cursor = await asyncio.to_thread(
+    slots, next_cursor = await in_search_thread(
         _page, ids, first_day, last_day, weekly, overrides, busy, rules, after, limit
     )
     return SlotPage(
@@ -203,6 +231,7 @@ def _page(
                     rules=rules,
                 )
             )
+            _step_aside()
         todays.sort(key=lambda slot: (slot.start, str(slot.practitioner_id)))
         for slot in todays:
             if after is not None and (slot.start, str(slot.practitioner_id)) <= after:
@@ -223,11 +252,9 @@ def label(local: datetime) -> str:
 def render(page: SlotPage) -> bytes:
     """The page as JSON: local times with their offsets, one compact object per slot."""
     zone = ZoneInfo(page.time_zone)
-    body = {
-        "time_zone": page.time_zone,
-        "duration_minutes": page.duration_minutes,
-        "appointment_type_id": str(page.appointment_type_id) if page.appointment_type_id else None,
-        "slots": [
+    slots: list[dict[str, Any]] = []
+    for first in range(0, len(page.slots), RENDER_SLICE):
+        slots.extend(
             {
                 "practitioner_id": str(slot.practitioner_id),
                 "start": slot.local_start.isoformat(),
@@ -235,8 +262,14 @@ def render(page: SlotPage) -> bytes:
                 "label": label(slot.local_start),
                 "override": slot.override,
             }
-            for slot in page.slots
-        ],
+            for slot in page.slots[first : first + RENDER_SLICE]
+        )
+        _step_aside()
+    body = {
+        "time_zone": page.time_zone,
+        "duration_minutes": page.duration_minutes,
+        "appointment_type_id": str(page.appointment_type_id) if page.appointment_type_id else None,
+        "slots": slots,
         "next_cursor": page.next_cursor,
     }
     return json.dumps(body, separators=(",", ":")).encode()
