@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.document import write_section
 from clinicsync.app import create_app
 from clinicsync.config import Settings
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
@@ -118,13 +118,6 @@ def report(figures: dict[str, float], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def replace_section(document: str, section: str) -> str:
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(document):
-        return pattern.sub(lambda _: section, document)
-    return document.rstrip("\n") + "\n\n" + section
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,6 +126,5 @@ if __name__ == "__main__":
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     section = report(asyncio.run(measure(args.rounds)), args.rounds)
-    output = Path(args.output)
-    output.write_text(replace_section(output.read_text() if output.exists() else "# Benchmarks\n", section))
+    write_section(Path(args.output), "login", section)
     sys.stdout.write(section)

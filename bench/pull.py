@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from bench.document import write_section
 from clinicsync.config import Settings
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
@@ -48,7 +49,6 @@ from clinicsync.sync.delivery import SyncContext
 from clinicsync.sync.runs import engine, service
 from clinicsync.sync.runs.models import RunType, SyncRun
 
-START, END = "<!-- pull:start -->", "<!-- pull:end -->"
 ZONE = "America/Chicago"
 
 
@@ -378,7 +378,8 @@ def _report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> Non
     shape = BucketShape.of(RateLimitSpec(requests=args.rate, per_seconds=1))
     rate_floor_seconds = max(0.0, b["requests"] - shape.capacity) / shape.rate
     lines = [
-        START,
+        "## Sync pull",
+        "",
         f"### Pull ({floor['records']:,} visits in the next {args.days + 1} days of a sandbox vet clinic "
         f"generated with {args.patients:,} patients and {args.appointments:,} appointments, whose diary "
         "holds about 40 visits a day; "
@@ -400,18 +401,11 @@ def _report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> Non
         f"{args.rate}) is {rate_floor_seconds:.1f} s ({b['seconds'] / max(rate_floor_seconds, 1e-9):.2f}x).",
         f"- (c) made {c['requests']} request(s) for the one entity.",
         "- (e) dlt's rest_api source was not measured: dlt is not a dependency of the project.",
-        END,
     ]
     section = "\n".join(lines)
     print(section)
     if args.output:
-        path = Path(args.output)
-        text = path.read_text() if path.exists() else ""
-        if START in text and END in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip() + "\n\n## Sync pull\n\n" + section + "\n"
-        path.write_text(text)
+        write_section(Path(args.output), "pull", section)
 
 
 def main() -> None:

@@ -29,14 +29,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from bench.document import write_section
 from bench.run import _drop_postgres, _fresh_postgres, _owner_token, _percentile
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine
 from clinicsync.serving import server_process
 
 ZONE = ZoneInfo("America/New_York")
-START = "<!-- realtime:start -->"
-END = "<!-- realtime:end -->"
 
 
 @dataclass
@@ -120,7 +119,6 @@ async def run_backend(name: str, url: str, clients: int, processes: int, changes
 
 def report(results: list[Figures], arguments: argparse.Namespace) -> str:
     lines = [
-        START,
         "## Real-time events (commit to SSE client)",
         "",
         f"Command: `python -m bench.realtime --clients {arguments.clients} --processes {arguments.processes} "
@@ -149,7 +147,6 @@ def report(results: list[Figures], arguments: argparse.Namespace) -> str:
         "",
         "Target: p99 < 100 ms on both databases. A delivery is one event reaching one client; the "
         "latency counts from the event's flush (just before commit) to the client having parsed it.",
-        END,
     ]
     return "\n".join(lines)
 
@@ -180,17 +177,6 @@ async def main(arguments: argparse.Namespace) -> str:
     return report(results, arguments)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, _, rest = text.partition(START)
-        _, _, after = rest.partition(END)
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,5 +190,5 @@ if __name__ == "__main__":
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     section = asyncio.run(main(args))
-    write_section(Path(args.output), section)
+    write_section(Path(args.output), "realtime", section)
     print(section)

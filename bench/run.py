@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from bench.document import write_section
 from clinicsync.app import create_app
 from clinicsync.config import Settings
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
@@ -38,7 +39,6 @@ from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
 ZONE = ZoneInfo("America/New_York")
-SPEED_SECTION = "## Booking speed, history, fairness, search and workers"
 
 
 @dataclass
@@ -176,7 +176,7 @@ async def main(arguments: argparse.Namespace) -> str:
             finally:
                 await _drop_postgres(plain, url)
     lines = [
-        "# Benchmarks",
+        "## Booking API",
         "",
         f"Command: `python -m bench.run --bookings {arguments.bookings}"
         + (" --postgres-url ...`" if arguments.postgres_url else "`"),
@@ -184,8 +184,6 @@ async def main(arguments: argparse.Namespace) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Both backends ran in one process, one after the other, "
         "each against a live server on loopback.",
-        "",
-        "## Booking API",
         "",
         "| measure | "
         + " | ".join(r.backend for r in results)
@@ -220,14 +218,5 @@ if __name__ == "__main__":
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     report = asyncio.run(main(args))
-    output = Path(args.output)
-    # Other benchmarks keep their own marked sections (bench.realtime); carry them over.
-    previous = output.read_text() if output.exists() else ""
-    start, end = "<!-- realtime:start -->", "<!-- realtime:end -->"
-    if start in previous and end in previous:
-        kept = previous[previous.index(start) : previous.index(end) + len(end)]
-        report = report.rstrip("\n") + "\n\n" + kept + "\n"
-    if SPEED_SECTION in previous:
-        report = report.rstrip("\n") + "\n\n" + previous[previous.index(SPEED_SECTION) :]
-    output.write_text(report)
+    write_section(Path(args.output), "booking", report)
     sys.stdout.write(report)

@@ -40,6 +40,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
 from bench import bare_app
+from bench.document import write_section
 from clinicsync.booking.models import Appointment
 from clinicsync.db import migrate
 from clinicsync.db.engine import create_engine, create_sessionmaker, session_scope
@@ -610,13 +611,6 @@ async def run(arguments: argparse.Namespace, sizes: Sizes) -> str:
 SECTION = "## Booking speed, history, fairness, search and workers"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replaces this benchmark's section of ``path`` (from its heading to the end), or appends it."""
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    kept = existing.split(SECTION)[0].rstrip("\n")
-    path.write_text(kept + "\n\n" + text)
-
-
 def table_head(*columns: str) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
 
@@ -845,7 +839,7 @@ def main() -> None:
     )
     text_ = asyncio.run(run(args, sizes))
     if args.output != "-":
-        write_section(Path(args.output), text_)
+        write_section(Path(args.output), "speed", text_)
     sys.stdout.write(text_)
 
 
