@@ -270,6 +270,36 @@ async def authenticate(session: AsyncSession, raw_token: str) -> tuple[Principal
     return principal, stale
 
 
+async def organizations_of_same_email(
+    session: AsyncSession, principal: Principal, capability: Capability
+) -> list[Organization]:
+    """The organizations where the signed-in person's email has an active account with a password
+    whose role may use ``capability``, the principal's own among them, by name.
+
+    Each is a separate account with its own password: a list to choose from, never a licence to
+    switch (emails are not verified, so the same email is no proof of the same person)."""
+    email = await session.scalar(
+        select(User.email).where(
+            User.id == principal.user_id, User.organization_id == principal.organization_id
+        )
+    )
+    if email is None:
+        return []
+    roles = [role for role in Role if permissions.allows(role, capability)]
+    found = await session.scalars(
+        select(Organization)
+        .join(User, User.organization_id == Organization.id)
+        .where(
+            User.email == email,
+            User.is_active.is_(True),
+            User.password_hash.is_not(None),
+            User.role.in_(roles),
+        )
+        .order_by(Organization.name, Organization.slug)
+    )
+    return list(found)
+
+
 async def touch_token(session: AsyncSession, token_id: uuid.UUID) -> None:
     await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
 

@@ -29,7 +29,7 @@ from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 from clinicsync.web import service
 from clinicsync.web.render import LOGIN_CSRF_COOKIE, login_page, render
-from clinicsync.web.session import Page, PageViewer, csrf_token_for
+from clinicsync.web.session import Page, PageViewer, csrf_token_for, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 
@@ -119,14 +119,7 @@ async def login(request: Request, session: SessionDep) -> Response:
             request, next_path=next_path, values=values, errors={field: reason}, status_code=422
         )
     response = RedirectResponse(next_path, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        issued.token,
-        max_age=request.app.state.settings.login_token_hours * 3600,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    set_session_cookie(request, response, issued.token)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 

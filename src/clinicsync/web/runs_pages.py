@@ -1,5 +1,7 @@
 """The sync dashboard: Full Sync, the advanced operations with dry-run preview, active runs with
-live progress and ETA, the history table and a chart of runs over time.
+live progress and ETA, the history table and a chart of runs over time, and for a person whose
+email has accounts in several organizations, a selector that signs into another one's account
+with that account's own password.
 
 Runs start through the same function as POST /api/v1/sync/trigger (``sync.runs.api``), so the
 rules (one active run per integration, windows from the run settings) live in one place.
@@ -18,18 +20,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.db.engine import session_scope
 from clinicsync.deps import SessionDep, get_sessionmaker, writes_in_own_transactions
-from clinicsync.errors import ClinicSyncError
+from clinicsync.errors import ClinicSyncError, Unauthorized
 from clinicsync.integrations.models import ExternalIntegration
 from clinicsync.sync.runs import api as runs_api
 from clinicsync.sync.runs import service as runs
 from clinicsync.sync.runs.models import ACTIVE_RUN_STATUSES, RunStatus, RunType, SyncRun
 from clinicsync.sync.runs.schemas import RunAsk
+from clinicsync.tenancy import permissions
+from clinicsync.tenancy import service as tenancy_service
+from clinicsync.tenancy.models import Organization
 from clinicsync.tenancy.permissions import Capability
 from clinicsync.tenancy.principal import Principal
 from clinicsync.web import service
 from clinicsync.web.charts import RunPoint, runs_chart
 from clinicsync.web.render import render
-from clinicsync.web.session import Page
+from clinicsync.web.session import Page, set_session_cookie, via_cookie
 
 router = APIRouter(prefix="/admin/sync/runs", include_in_schema=False)
 
@@ -101,6 +106,12 @@ async def _history_context(session: AsyncSession, principal: Principal) -> dict[
     }
 
 
+async def _organizations(session: AsyncSession, principal: Principal) -> list[Organization]:
+    """The organizations the selector offers: where the same email has an account that may see
+    this dashboard. Only their names reach the page."""
+    return await tenancy_service.organizations_of_same_email(session, principal, Capability.SYNC_RUNS_READ)
+
+
 async def _dashboard(
     request: Request,
     principal: Principal,
@@ -108,10 +119,16 @@ async def _dashboard(
     *,
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
+    switch: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     integrations = await _integrations(session, principal)
+    organizations = await _organizations(session, principal)
+    if not any(organization.id == principal.organization_id for organization in organizations):
+        organizations = []
     context = {
+        "organizations": organizations if len(organizations) > 1 else [],
+        "switch": {"chosen": str(principal.organization_id), "errors": {}, **(switch or {})},
         "integrations": integrations,
         "operations": OPERATIONS,
         "full_days": FULL_SYNC_DAYS,
@@ -145,11 +162,17 @@ async def run_history(request: Request, principal: RunViewer, session: SessionDe
 
 
 async def _refused(
-    request: Request, principal: Principal, values: dict[str, Any], errors: dict[str, str], status_code: int
+    request: Request,
+    principal: Principal,
+    values: dict[str, Any] | None,
+    errors: dict[str, str] | None,
+    status_code: int,
+    *,
+    switch: dict[str, Any] | None = None,
 ) -> HTMLResponse:
     async with session_scope(get_sessionmaker(request), write=False) as session:
         return await _dashboard(
-            request, principal, session, values=values, errors=errors, status_code=status_code
+            request, principal, session, values=values, errors=errors, switch=switch, status_code=status_code
         )
 
 
@@ -205,6 +228,53 @@ async def start_operation(request: Request, principal: RunStarter) -> Response:
     except ValidationError as error:
         return await _refused(request, principal, values, service.field_errors(error), 422)
     return await _launch(request, principal, ask, values)
+
+
+@router.post("/organization", dependencies=OWN_TRANSACTIONS)
+async def switch_organization(request: Request, principal: RunViewer, session: SessionDep) -> Response:
+    """Signs into the same email's account in another organization, with that account's password,
+    through the sign-in service and its throttle; the new session replaces this one."""
+    form = await request.form()
+    chosen = str(form.get("organization_id") or "").strip()
+    password = form.get("password")
+    password = password if isinstance(password, str) else ""
+    target = next((item for item in await _organizations(session, principal) if str(item.id) == chosen), None)
+    if target is not None and target.id == principal.organization_id:
+        return RedirectResponse("/admin/sync/runs", status_code=303)
+
+    async def refuse(field: str, reason: str, status_code: int) -> HTMLResponse:
+        switch = {"chosen": chosen, "errors": {field: reason}}
+        return await _refused(request, principal, None, None, status_code, switch=switch)
+
+    if target is None:
+        return await refuse("organization_id", "choose one of the organizations listed", 422)
+    if not password:
+        return await refuse("password", f"enter the password of your account at {target.name}", 422)
+    email = (await tenancy_service.get_user(session, principal, principal.user_id)).email
+    # The sign-in gives the request's connection back (expiring what it loaded): keep the name.
+    name, slug = target.name, target.slug
+    try:
+        issued = await tenancy_service.login(
+            session,
+            email,
+            password,
+            slug,
+            throttle=request.app.state.login_throttle,
+            address=request.client.host if request.client else "unknown",
+            sessionmaker=get_sessionmaker(request),
+        )
+    except Unauthorized:
+        return await refuse("password", f"the password is wrong for your account at {name}", 401)
+    except ClinicSyncError as error:
+        return await refuse("password", error.message, error.status_code)
+    if via_cookie(request) and principal.token_id is not None:
+        # The new account's session replaces this one: this sign-in ends.
+        async with session_scope(get_sessionmaker(request)) as write:
+            await tenancy_service.revoke_token(write, principal, principal.token_id)
+    allowed = permissions.allows(issued.role, Capability.SYNC_RUNS_READ)
+    response = RedirectResponse("/admin/sync/runs" if allowed else "/start", status_code=303)
+    set_session_cookie(request, response, issued.token)
+    return response
 
 
 async def _run_context(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from clinicsync.deps import SESSION_COOKIE, Authorize, SessionDep
 from clinicsync.errors import ClinicSyncError, Unauthorized
@@ -79,6 +79,23 @@ class PageAuthorize(Authorize):
             await check_csrf(request, csrf_token_for(token))
         request.state.csrf_token = csrf_token_for(token) if via_cookie else ""
         return principal
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    """Keeps a login token in the session cookie (signing in, or into another organization's account)."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=request.app.state.settings.login_token_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+def via_cookie(request: Request) -> bool:
+    """Whether the request's caller is the session cookie (not a bearer token)."""
+    return not request.headers.get("authorization") and SESSION_COOKIE in request.cookies
 
 
 def Page(capability: Capability) -> Any:
