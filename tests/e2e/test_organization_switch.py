@@ -249,7 +249,7 @@ def _other_id(http: httpx.Client, name: str) -> str:
     return text[start : text.index('"', start)]
 
 
-def test_a_switch_without_csrf_token_or_to_an_organization_not_offered_is_refused(
+def test_a_switch_without_csrf_token_to_an_organization_not_offered_or_by_guessing_is_refused(
     sign_in_at: Any, clinic_server: SeededClinic, clinics: Clinics
 ) -> None:
     cookie = _session_cookie(sign_in_at(clinic_server.owner_email))
@@ -277,3 +277,17 @@ def test_a_switch_without_csrf_token_or_to_an_organization_not_offered_is_refuse
         # The session is untouched: still the home clinic's dashboard.
         still = http.get(DASHBOARD)
         assert still.status_code == 200 and str(clinics.other_run_id) not in still.text
+
+        # Guessing is held back by the sign-in's own throttle, which counts this account's failures.
+        statuses = []
+        for attempt in range(12):
+            guess = http.post(
+                f"{DASHBOARD}/organization",
+                data={"csrf_token": token, "organization_id": other_id, "password": f"guess-{attempt}"},
+            )
+            statuses.append(guess.status_code)
+            if guess.status_code == 429:
+                assert "too many failed logins" in guess.text
+                break
+        assert statuses[-1] == 429 and set(statuses[:-1]) == {401}
+        assert http.get(DASHBOARD).status_code == 200
