@@ -174,6 +174,7 @@ async def run_backend(
             sync_retry_max_seconds=2,
             sync_sweep_interval_seconds=1,
             sync_read_back_delay_seconds=0,
+            outbound_allowlist=["127.0.0.0/8"],  # the sandboxes listen on loopback
         )
         local_headers = await _owner(database_url, f"Local {name}")
         dual_headers = await _owner(database_url, f"Dual {name}")
