@@ -121,8 +121,14 @@ class DatabaseBudget:
     async def acquire(self, priority: Priority = Priority.LIVE) -> None:
         async with self._queues[priority]:
             while True:
-                wait = await self._try_take(priority)
+                wait, booked = await self._try_take(priority)
                 if wait is None:
+                    return
+                if booked:
+                    # The token is ours from then on: no second look at the row, so a live
+                    # caller goes at its turn exactly (polling again cost a transaction and a
+                    # jitter every turn, a tenth of a 10/s allowance unused).
+                    await asyncio.sleep(wait)
                     return
                 # Jitter keeps processes that wait for the same token from polling in lockstep.
                 await asyncio.sleep(wait * random.uniform(1.0, 1.15))
@@ -133,7 +139,7 @@ class DatabaseBudget:
             row = await session.get(IntegrationRateBudget, self.integration_id)
         if row is None:
             return self.shape.capacity
-        return self._refilled(row, time.time())
+        return max(0.0, self._refilled(row, time.time()))
 
     def _refilled(self, row: IntegrationRateBudget, now: float) -> float:
         # Clocks of different machines may disagree a little; never refill backwards.
@@ -162,8 +168,12 @@ class DatabaseBudget:
         assert created is not None, "the budget row exists once inserted"
         return created
 
-    async def _try_take(self, priority: Priority) -> float | None:
-        """Take a token (None), or say how long to wait before trying again."""
+    async def _try_take(self, priority: Priority) -> tuple[float | None, bool]:
+        """Take a token now (None, False); book the next one for a live caller (its wait, True);
+        or say how long a background caller waits before looking again (its wait, False).
+
+        A booked token leaves the bucket below zero until it refills: every caller after it, in
+        any process, waits for the refill, so the allowance is kept exactly."""
         async with session_scope(self.sessionmaker) as session:
             row = await self._row(session)
             now = time.time()
@@ -172,13 +182,15 @@ class DatabaseBudget:
             row.tokens, row.refilled_at = tokens, now
             if tokens >= 1.0 and not live_ahead:
                 row.tokens = tokens - 1.0
-                return None
+                return None, False
             wait = (1.0 - tokens) / self.shape.rate if tokens < 1.0 else 1.0 / self.shape.rate
             if priority is Priority.LIVE:
+                row.tokens = tokens - 1.0
                 row.live_waiting_until = max(row.live_waiting_until, now + wait + LIVE_CLAIM_MARGIN)
-            elif live_ahead:
+                return wait, True
+            if live_ahead:
                 wait = max(wait, min(row.live_waiting_until - now, LIVE_CLAIM_MARGIN))
-            return wait
+            return wait, False
 
 
 _shared: dict[tuple[int, uuid.UUID, BucketShape], tuple[asyncio.AbstractEventLoop, RateBudget]] = {}
