@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from bench.document import write_section
 from bench.run import _drop_postgres, _fresh_postgres
 from clinicsync.app import create_app
 from clinicsync.config import Settings
@@ -39,7 +40,6 @@ from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 
-START, END = "<!-- sync:start -->", "<!-- sync:end -->"
 ZONE = "America/Chicago"
 
 
@@ -294,7 +294,6 @@ def render(results: dict[str, dict[str, float]], arguments: argparse.Namespace) 
     if arguments.postgres_url:
         command += " --postgres-url ..."
     lines = [
-        START,
         "## Sync",
         "",
         f"Command: `{command}`",
@@ -323,7 +322,6 @@ def render(results: dict[str, dict[str, float]], arguments: argparse.Namespace) 
         "",
         "    CLINICSYNC_SYNC_SCALE=10 CLINICSYNC_TEST_POSTGRES_URL=... pytest tests/sync/test_resilience.py "
         "tests/sync/test_workers.py",
-        END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -345,17 +343,6 @@ async def main(arguments: argparse.Namespace) -> str:
     return render(results, arguments)
 
 
-def write(section: str, output: Path) -> None:
-    text = output.read_text() if output.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    output.write_text(text)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -368,5 +355,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]  # the machine may be shared: the report says how busy it was
     report = asyncio.run(main(args))
-    write(report, args.output)
+    write_section(args.output, "sync", report)
     print(report)
