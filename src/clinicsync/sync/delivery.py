@@ -515,13 +515,21 @@ async def read_back(ctx: SyncContext, ref_id: uuid.UUID) -> str:
     try:
         found = await _perform(ctx, organization_id, integration_id, operation, {"id": external_id})
     except Exception as exc:
-        async with session_scope(ctx.sessionmaker) as session:
-            ref = await session.get(ExternalReference, ref_id)
-            if ref is not None:
-                ref.read_back_attempts += 1
         code = getattr(exc, "code", None)
         log.warning("read_back_failed", ref_id=str(ref_id), error_type=type(exc).__name__, code=code)
-        return "retry"
+        async with session_scope(ctx.sessionmaker) as session:
+            ref = await session.get(ExternalReference, ref_id)
+            if ref is None:
+                return "skipped"
+            ref.read_back_attempts += 1
+            if ref.read_back_attempts < outbox.READ_BACK_ATTEMPTS:
+                return "retry"
+            # The write was accepted but the PMS never let us see it: a person must look, so it
+            # is flagged like a mismatch instead of waiting as "accepted" for ever.
+            unreadable = f"unreadable after {ref.read_back_attempts} tries ({code})"
+            ref.mismatch = {"record": {"sent": "present", "pms": unreadable}}
+            await _announce_read_back(session, ref, "mismatch")
+            return "mismatch"
     async with session_scope(ctx.sessionmaker) as session:
         ref = await session.get(ExternalReference, ref_id)
         if ref is None or ref.sync_state != SyncState.ACCEPTED or ref.external_id != external_id:

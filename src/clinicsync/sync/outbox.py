@@ -40,6 +40,10 @@ SESSION_KEY = "clinicsync.outbox.written"
 FailureKind = Literal["not_sent", "refused", "unknown"]
 
 
+# Read-backs that fail this many times flag their reference for a person instead.
+READ_BACK_ATTEMPTS = 20
+
+
 @dataclass(frozen=True)
 class Claim:
     """An item claimed for one delivery attempt by one worker."""
@@ -391,7 +395,7 @@ async def read_backs_due(
                 ExternalReference.sync_state == SyncState.ACCEPTED,
                 ExternalReference.mismatch.is_(None),
                 ExternalReference.last_synced_at < utcnow() - timedelta(seconds=older_than),
-                ExternalReference.read_back_attempts < 20,
+                ExternalReference.read_back_attempts < READ_BACK_ATTEMPTS,
             )
             .limit(limit)
         )
