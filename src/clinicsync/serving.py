@@ -55,16 +55,25 @@ async def serving(
         bound_port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://{host}:{bound_port}"
     finally:
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=15)
-        except TimeoutError:
-            # A shutdown step that hangs must not hang the caller too: stop waiting and say so.
-            server.force_exit = True
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not await stop_uvicorn(server, task, timeout=15):
             log.warning("server_shutdown_forced", after_seconds=15)
+
+
+async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[Any], *, timeout: float) -> bool:
+    """Asks an embedded uvicorn to stop and waits for it; answers False if it had to be forced.
+
+    A shutdown step that hangs (a stream that never ends, a stuck lifespan) must not hang the
+    caller too: past ``timeout`` the server is forced and its task cancelled."""
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
+        return True
+    except TimeoutError:
+        server.force_exit = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:

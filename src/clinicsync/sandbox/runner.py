@@ -25,6 +25,7 @@ import uvicorn
 
 from clinicsync.sandbox.core import SandboxServer
 from clinicsync.sandbox.registry import get_server_class
+from clinicsync.serving import stop_uvicorn
 
 # The shape of test fixtures that start servers: ``await factory("opendental", spec={...})``.
 SandboxFactory = Callable[..., Awaitable[SandboxServer]]
@@ -94,14 +95,8 @@ async def run_sandbox(
         server.base_url = server.root_url + server.api_prefix
         yield server
     finally:
-        uv_server.should_exit = True
         server.shutdown_event.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=10)
-        except TimeoutError:
-            uv_server.force_exit = True
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_uvicorn(uv_server, task, timeout=10)
         finally:
             sock.close()
