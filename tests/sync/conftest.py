@@ -344,3 +344,38 @@ async def refs_of(client: httpx.AsyncClient, connected: Connected, path: str) ->
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+async def connect_google(
+    client: httpx.AsyncClient, tenant: Tenant, google: SandboxServer
+) -> tuple[str, httpx.AsyncClient, str]:
+    """A Google Calendar integration with a bearer credential; answers its id, a client of the
+    calendar's own API and the calendar id."""
+    info = google.credentials()
+    created = await client.post(
+        "/api/admin/integrations",
+        headers=tenant.headers,
+        json={
+            "provider_key": "google_calendar",
+            "base_url": google.base_url,
+            "auth": {"type": "bearer"},
+            "settings": {"calendar_id": info["calendar_id"]},
+            **FAST_HTTP,
+        },
+    )
+    assert created.status_code == 201, created.text
+    integration_id = str(created.json()["id"])
+    credential = await client.post(
+        "/api/admin/api-credentials",
+        headers=tenant.headers,
+        json={
+            "provider_key": "google_calendar",
+            "integration_id": integration_id,
+            "secrets": {"token": info["access_token"]},
+        },
+    )
+    assert credential.status_code == 201, credential.text
+    api = httpx.AsyncClient(
+        base_url=google.base_url, headers={"Authorization": f"Bearer {info['access_token']}"}, timeout=10
+    )
+    return integration_id, api, info["calendar_id"]

@@ -12,7 +12,7 @@ from clinicsync.sandbox import SandboxServer
 from clinicsync.tenancy.models import Role
 from tests.conftest import RunningServer
 from tests.factories import TenantFactory, booking, future_day, open_clinic
-from tests.sync.conftest import Connected, eventually
+from tests.sync.conftest import Connected, connect_google, eventually
 from tests.sync.inbound_support import (
     front_desk,
     inbound_settled,
@@ -23,7 +23,6 @@ from tests.sync.inbound_support import (
     opendental,
     setup_bidirectional,
 )
-from tests.sync.test_webhooks import _google_clinic
 
 __all__ = ["opendental"]  # the fixture, in the clinic's time zone
 
@@ -83,7 +82,7 @@ async def test_an_admin_opens_a_google_watch_channel_and_its_notices_move_the_bo
     google = await sandboxes("google_calendar", spec={"patients": 2, "appointments": 0})
     tenant = await tenant_factory()
     clinic = await open_clinic(client, tenant, start="00:00", end="23:59")
-    integration_id, api, _calendar_id = await _google_clinic(client, tenant, google)
+    integration_id, api, _calendar_id = await connect_google(client, tenant, google)
     control = httpx.AsyncClient(base_url=f"{google.root_url}/_sandbox", timeout=10)
     async with api, control:
         day = future_day()

@@ -14,8 +14,8 @@ import httpx
 
 from clinicsync.sandbox import SandboxServer
 from tests.conftest import RunningServer
-from tests.factories import Tenant, TenantFactory, booking, future_day, open_clinic
-from tests.sync.conftest import FAST_HTTP, Connected, configure, eventually
+from tests.factories import TenantFactory, booking, future_day, open_clinic
+from tests.sync.conftest import Connected, configure, connect_google, eventually
 from tests.sync.inbound_support import (
     audit_trail,
     front_desk,
@@ -162,39 +162,6 @@ async def test_inbound_changes_are_ignored_when_the_clinic_only_pushes(
 # ---- Google Calendar -------------------------------------------------------------------------------
 
 
-async def _google_clinic(
-    client: httpx.AsyncClient, tenant: Tenant, google: SandboxServer
-) -> tuple[str, httpx.AsyncClient, str]:
-    info = google.credentials()
-    created = await client.post(
-        "/api/admin/integrations",
-        headers=tenant.headers,
-        json={
-            "provider_key": "google_calendar",
-            "base_url": google.base_url,
-            "auth": {"type": "bearer"},
-            "settings": {"calendar_id": info["calendar_id"]},
-            **FAST_HTTP,
-        },
-    )
-    assert created.status_code == 201, created.text
-    integration_id = str(created.json()["id"])
-    credential = await client.post(
-        "/api/admin/api-credentials",
-        headers=tenant.headers,
-        json={
-            "provider_key": "google_calendar",
-            "integration_id": integration_id,
-            "secrets": {"token": info["access_token"]},
-        },
-    )
-    assert credential.status_code == 201, credential.text
-    api = httpx.AsyncClient(
-        base_url=google.base_url, headers={"Authorization": f"Bearer {info['access_token']}"}, timeout=10
-    )
-    return integration_id, api, info["calendar_id"]
-
-
 async def test_a_google_watch_notification_moves_the_local_booking(
     client: httpx.AsyncClient,
     server: RunningServer,
@@ -204,7 +171,7 @@ async def test_a_google_watch_notification_moves_the_local_booking(
     google = await sandboxes("google_calendar", spec={"patients": 2, "appointments": 0})
     tenant = await tenant_factory()
     clinic = await open_clinic(client, tenant, start="00:00", end="23:59")
-    integration_id, api, calendar_id = await _google_clinic(client, tenant, google)
+    integration_id, api, calendar_id = await connect_google(client, tenant, google)
     control = httpx.AsyncClient(base_url=f"{google.root_url}/_sandbox", timeout=10)
     async with api, control:
         day = future_day()

@@ -12,7 +12,7 @@ import pytest
 
 from clinicsync.sandbox import SandboxServer
 from tests.factories import Tenant, TenantFactory
-from tests.sync.conftest import FAST_HTTP, connect_opendental
+from tests.sync.conftest import FAST_HTTP, connect_google, connect_opendental
 
 ZONE = "America/Chicago"
 PULLING = {"sync_enabled": True, "sync_direction": "from_external"}
@@ -98,16 +98,27 @@ async def opendental_pull(
     tenant_factory: TenantFactory,
     sandboxes: Callable[..., Awaitable[SandboxServer]],
 ) -> AsyncIterator[Pulling]:
-    sandbox = await sandboxes(
-        "opendental",
-        spec={"seed": 5, "patients": 20, "appointments": 40, "days_before": 10, "days_after": 10},
-        timezone=ZONE,
+    yield await pulling_opendental(
+        client,
+        tenant_factory,
+        sandboxes,
+        {"seed": 5, "patients": 20, "appointments": 40, "days_before": 10, "days_after": 10},
     )
+
+
+async def pulling_opendental(
+    client: httpx.AsyncClient,
+    tenant_factory: TenantFactory,
+    sandboxes: Callable[..., Awaitable[SandboxServer]],
+    spec: dict[str, int],
+) -> Pulling:
+    """A clinic reading an OpenDental sandbox generated with this spec."""
+    sandbox = await sandboxes("opendental", spec=spec, timezone=ZONE)
     tenant = await tenant_factory(time_zone=ZONE)
     integration_id, pms, _provider = await connect_opendental(client, tenant, sandbox)
     await pms.aclose()
     await pull_from(client, tenant, integration_id)
-    yield Pulling(tenant, sandbox, integration_id)
+    return Pulling(tenant, sandbox, integration_id)
 
 
 @pytest.fixture
@@ -122,30 +133,8 @@ async def google_pull(
         spec={"seed": 3, "patients": 10, "appointments": 30, "days_before": 5, "days_after": 5},
     )
     tenant = await tenant_factory(time_zone=ZONE)
-    info = google.credentials()
-    created = await client.post(
-        "/api/admin/integrations",
-        headers=tenant.headers,
-        json={
-            **FAST_HTTP,
-            "provider_key": "google_calendar",
-            "base_url": google.base_url,
-            "auth": {"type": "bearer"},
-            "settings": {"calendar_id": info["calendar_id"]},
-        },
-    )
-    assert created.status_code == 201, created.text
-    integration_id: str = created.json()["id"]
-    credential = await client.post(
-        "/api/admin/api-credentials",
-        headers=tenant.headers,
-        json={
-            "provider_key": "google_calendar",
-            "integration_id": integration_id,
-            "secrets": {"token": info["access_token"]},
-        },
-    )
-    assert credential.status_code == 201, credential.text
+    integration_id, api, _calendar_id = await connect_google(client, tenant, google)
+    await api.aclose()
     await pull_from(client, tenant, integration_id)
     return Pulling(tenant, google, integration_id)
 

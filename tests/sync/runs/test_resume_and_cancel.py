@@ -25,7 +25,7 @@ from clinicsync.sync.models import ExternalReference, RecordType
 from clinicsync.sync.runs import engine
 from tests.conftest import RunningServer
 from tests.factories import TenantFactory
-from tests.sync.conftest import connect_opendental, sync_settings
+from tests.sync.conftest import sync_settings
 from tests.sync.runs.conftest import (
     VET_CLINIC,
     ZONE,
@@ -33,7 +33,7 @@ from tests.sync.runs.conftest import (
     cases,
     connect_vet,
     finished,
-    pull_from,
+    pulling_opendental,
     start,
 )
 
@@ -164,16 +164,13 @@ async def test_a_patient_import_whose_worker_died_resumes_from_its_page_with_exa
     sandboxes: Callable[..., Awaitable[SandboxServer]],
 ) -> None:
     async with httpx.AsyncClient(base_url=quiet_server.base_url, timeout=30) as client:
-        od = await sandboxes(
-            "opendental",
-            spec={"seed": 7, "patients": 230, "appointments": 10, "days_before": 3, "days_after": 3},
-            timezone=ZONE,
+        clinic = await pulling_opendental(
+            client,
+            tenant_factory,
+            sandboxes,
+            {"seed": 7, "patients": 230, "appointments": 10, "days_before": 3, "days_after": 3},
         )
-        tenant = await tenant_factory(time_zone=ZONE)
-        integration_id, pms, _provider = await connect_opendental(client, tenant, od)
-        await pms.aclose()
-        await pull_from(client, tenant, integration_id)
-        clinic = Pulling(tenant, od, integration_id)
+        od = clinic.sandbox
         worker = SyncContext(
             sessionmaker, IntegrationExecutor(sessionmaker, quiet_server.settings), quiet_server.settings
         )
@@ -215,7 +212,7 @@ async def test_a_patient_import_whose_worker_died_resumes_from_its_page_with_exa
         async with sessionmaker() as session:
             linked = await session.scalar(
                 select(func.count(func.distinct(ExternalReference.record_id))).where(
-                    ExternalReference.integration_id == uuid.UUID(integration_id),
+                    ExternalReference.integration_id == uuid.UUID(clinic.integration_id),
                     ExternalReference.record_type == RecordType.PATIENT,
                 )
             )
