@@ -4,7 +4,9 @@ checkpoint with exact counts; cancel stops a run between pages. Both databases, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from clinicsync.sync.runs import engine
 from tests.conftest import RunningServer
 from tests.factories import TenantFactory
 from tests.sync.conftest import sync_settings
+from tests.sync.runs import run_worker_process
 from tests.sync.runs.conftest import (
     VET_CLINIC,
     ZONE,
@@ -44,9 +47,33 @@ async def quiet_server(
 ) -> AsyncIterator[RunningServer]:
     """A server that runs no jobs: the test plays the worker, so it can kill it mid-run. (After the
     tables are emptied: the server loads the provider catalogue when it starts.)"""
-    settings = sync_settings(database_url, tmp_path / "var", sync_jobs="off", sync_run_stale_seconds=1.0)
+    stale_seconds = run_worker_process.STALE_SECONDS
+    settings = sync_settings(
+        database_url, tmp_path / "var", sync_jobs="off", sync_run_stale_seconds=stale_seconds
+    )
     async with serving(create_app(settings)) as base_url:
         yield RunningServer(base_url, settings)
+
+
+def _worker_process(server: RunningServer, sync_id: str) -> subprocess.Popen[bytes]:
+    """A worker in a process of its own that runs the run, for the test to kill mid-run."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.sync.runs.run_worker_process",
+            server.settings.database_url,
+            str(server.settings.var_dir),
+            sync_id,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _kill(worker: subprocess.Popen[bytes]) -> None:
+    """The machine dies: no cleanup runs; the operating system closes its connections."""
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
 
 
 async def _detail(client: httpx.AsyncClient, clinic: Pulling, sync_id: str) -> dict[str, Any]:
@@ -83,15 +110,15 @@ async def test_a_run_whose_worker_died_is_failed_as_stale_and_the_next_resumes_f
         pims.faults = FaultSettings(latency_ms=150, match_path="^/appointments/getCalendarEventData")
         first = await start(client, vet, sync_type="cases", backward_days=10)
 
-        dying = asyncio.create_task(engine.execute(worker, uuid.UUID(first["sync_id"])))
-        for _ in range(200):
-            checkpoint = (await _detail(client, vet, first["sync_id"]))["checkpoint"]
-            if checkpoint and checkpoint["phase"] == "backward" and checkpoint["page"] >= 4:
-                break
-            await asyncio.sleep(0.05)
-        dying.cancel()  # the worker is gone mid-page: its open transaction never commits
-        with contextlib.suppress(asyncio.CancelledError):
-            await dying
+        dying = _worker_process(quiet_server, first["sync_id"])
+        try:
+            for _ in range(400):
+                checkpoint = (await _detail(client, vet, first["sync_id"]))["checkpoint"]
+                if checkpoint and checkpoint["phase"] == "backward" and checkpoint["page"] >= 4:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            _kill(dying)  # the worker is gone mid-page: its open transaction never commits
         died_at = await _detail(client, vet, first["sync_id"])
         assert died_at["status"] == "running"
         done_pages = died_at["checkpoint"]["page"]
@@ -177,15 +204,15 @@ async def test_a_patient_import_whose_worker_died_resumes_from_its_page_with_exa
         od.faults = FaultSettings(latency_ms=1000, match_path="^/patients/Simple")
         first = await start(client, clinic, sync_type="import_patients")
 
-        dying = asyncio.create_task(engine.execute(worker, uuid.UUID(first["sync_id"])))
-        for _ in range(200):
-            checkpoint = (await _detail(client, clinic, first["sync_id"]))["checkpoint"]
-            if checkpoint and checkpoint["phase"] == "patients" and checkpoint["page"] >= 1:
-                break
-            await asyncio.sleep(0.05)
-        dying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dying
+        dying = _worker_process(quiet_server, first["sync_id"])
+        try:
+            for _ in range(400):
+                checkpoint = (await _detail(client, clinic, first["sync_id"]))["checkpoint"]
+                if checkpoint and checkpoint["phase"] == "patients" and checkpoint["page"] >= 1:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            _kill(dying)
         died_at = await _detail(client, clinic, first["sync_id"])
         assert died_at["checkpoint"]["page"] in (1, 2)
         done = died_at["counts"]["patients"]["created"]
