@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.app import create_app
@@ -36,6 +36,7 @@ from clinicsync.tenancy import service as tenancy_service
 from clinicsync.tenancy.models import Role
 from clinicsync.tenancy.schemas import OrganizationCreate, UserCreate
 from tests.factories import Clinic, Tenant, TenantFactory, open_clinic
+from tests.statements import Statements
 
 BACKENDS = ("sqlite", "postgresql")
 T = TypeVar("T")
@@ -191,3 +192,12 @@ async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def clinic(client: httpx.AsyncClient, tenant_factory: TenantFactory) -> Clinic:
     return await open_clinic(client, await tenant_factory())
+
+
+@pytest.fixture
+def statements() -> Iterator[Statements]:
+    """The SQL statements each request runs (see tests/statements.py)."""
+    counter = Statements()
+    event.listen(Engine, "before_cursor_execute", counter.record)
+    yield counter
+    event.remove(Engine, "before_cursor_execute", counter.record)

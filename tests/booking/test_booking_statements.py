@@ -10,20 +10,16 @@ round trip should lower the pinned numbers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
-import pytest
-import structlog
-from sqlalchemy import event, insert, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinicsync.booking.models import Appointment
 from clinicsync.db.engine import session_scope
 from tests.factories import Clinic, booking, future_day
+from tests.statements import Statements
 
 # Per booking: the token (with its user and organization), the organization's sync settings, one
 # query for the practitioner, the patient check, the day's hours and overrides and the bounded
@@ -33,27 +29,6 @@ from tests.factories import Clinic, booking, future_day
 # statement). An Idempotency-Key adds the INSERT of its record, nothing else.
 EXPECTED = {"sqlite": 8, "postgresql": 7}
 WITH_KEY = 1
-
-
-class Statements:
-    def __init__(self) -> None:
-        self.seen: dict[str, list[str]] = {}
-        self.clash_checks: list[tuple[str, Any]] = []  # as sent to the driver, with parameters
-
-    def record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        if request_id is not None:
-            self.seen.setdefault(request_id, []).append(" ".join(statement.split())[:90])
-            if "FROM appointments" in statement and "blocked_from" in statement:
-                self.clash_checks.append((statement, parameters))
-
-
-@pytest.fixture
-def statements() -> Iterator[Statements]:
-    counter = Statements()
-    event.listen(Engine, "before_cursor_execute", counter.record)
-    yield counter
-    event.remove(Engine, "before_cursor_execute", counter.record)
 
 
 async def _book(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -9,6 +10,7 @@ import httpx
 from clinicsync.realtime.reader import open_stream
 from tests.conftest import RunningServer
 from tests.factories import booking, future_day
+from tests.statements import Statements
 from tests.sync.conftest import DUAL_WRITE, Connected, configure, eventually, refs_of
 
 
@@ -76,3 +78,43 @@ async def test_a_read_back_confirmation_reaches_the_practitioners_event_stream(
         "sync_state",
         "read_back",
     }
+
+
+async def test_owing_a_booking_to_the_pms_adds_three_statements_to_the_request(
+    client: httpx.AsyncClient, opendental: Connected, backend: str, statements: Statements
+) -> None:
+    """The push is off the request path: a dual-writing booking adds only the outbox row, its change
+    event and the pending reference (no sequence lookup, no read-back of the references it just
+    wrote) to what a local-only booking costs."""
+    od = opendental
+
+    async def book(hour: int) -> tuple[dict[str, Any], list[str]]:
+        request_id = uuid.uuid4().hex
+        response = await client.post(
+            "/api/v1/appointments",
+            json=booking(od.clinic, od.clinic.local(future_day(3), hour)),
+            headers={**od.headers, "X-Request-ID": request_id},
+        )
+        assert response.status_code == 201, response.text
+        return response.json(), statements.seen.get(request_id, [])
+
+    await book(8)  # warms the server's caches
+    _, local_only = await book(9)
+    await configure(client, od, **DUAL_WRITE)
+    body, dual_write = await book(10)
+    assert len(dual_write) == len(local_only) + 3, "\n".join(dual_write)
+    assert body["external_refs"] == [
+        {
+            "integration_id": od.integration_id,
+            "provider_key": "opendental",
+            "external_id": None,
+            "sync_state": "pending",
+            "last_error": None,
+            "last_synced_at": None,
+            "confirmed_at": None,
+            "mismatch": None,
+            "snapshot": None,
+        }
+    ]
+    read = await client.get(f"/api/v1/appointments/{body['id']}", headers=od.headers)
+    assert read.json()["external_refs"][0]["provider_key"] == "opendental"

@@ -248,14 +248,30 @@ async def delete_config(
     return await owed_count(session, integration_id), discarded
 
 
+PROVIDER_KEYS = "clinicsync.sync.provider_keys"
+
+
 async def configs_for(session: AsyncSession, organization_id: uuid.UUID) -> list[IntegrationSyncConfig]:
-    """The organization's configs that push local writes (dual-write, external-only, bidirectional)."""
-    return list(await session.scalars(_PUSHING, {"organization_id": organization_id}))
+    """The organization's configs that push local writes (dual-write, external-only, bidirectional).
+
+    Their providers' keys are read in the same query and kept for the session (``provider_key_of``),
+    so a write's answer can name the PMS it is owed to without another read."""
+    rows = (await session.execute(_PUSHING, {"organization_id": organization_id})).all()
+    keys: dict[uuid.UUID, str] = session.info.setdefault(PROVIDER_KEYS, {})
+    keys.update((config.integration_id, provider_key) for config, provider_key in rows)
+    return [config for config, _ in rows]
+
+
+def provider_key_of(session: AsyncSession, integration_id: uuid.UUID) -> str | None:
+    """The provider of a pushing integration this session has read (see ``configs_for``)."""
+    keys: dict[uuid.UUID, str] = session.info.get(PROVIDER_KEYS, {})
+    return keys.get(integration_id)
 
 
 # Built once: every booking and change runs it (see configs_for).
 _PUSHING = (
-    select(IntegrationSyncConfig)
+    select(IntegrationSyncConfig, ExternalIntegration.provider_key)
+    .join(ExternalIntegration, ExternalIntegration.id == IntegrationSyncConfig.integration_id)
     .where(
         IntegrationSyncConfig.organization_id == bindparam("organization_id"),
         IntegrationSyncConfig.sync_enabled.is_(True),

@@ -123,6 +123,7 @@ class SyncManager:
                 chain_key=chain_key,
                 operation=operation,
                 payload=payload,
+                new_record=created,
             )
 
     # ---- appointments ---------------------------------------------------------------------

@@ -71,8 +71,12 @@ async def enqueue(
     chain_key: uuid.UUID,
     operation: OutboxOperation,
     payload: dict[str, Any],
+    new_record: bool = False,
 ) -> OutboxItem:
-    """Writes an owed push in the caller's transaction and marks the record pending."""
+    """Writes an owed push in the caller's transaction and marks the record pending.
+
+    ``new_record``: the record was inserted by this transaction, so it has no reference yet.
+    """
     item = OutboxItem(
         id=uuid.uuid4(),
         organization_id=organization_id,
@@ -88,14 +92,19 @@ async def enqueue(
         next_attempt_at=utcnow(),
     )
     if _dialect(session) == "sqlite":
-        # SQLite write transactions are serialized (BEGIN IMMEDIATE), so max + 1 cannot race.
-        item.seq = (await session.scalar(select(func.max(OutboxItem.seq)))) or 0
-        item.seq += 1
+        # SQLite write transactions are serialized (BEGIN IMMEDIATE), so max + 1 cannot race;
+        # computed inside the INSERT, it costs no round trip of its own.
+        item.seq = _NEXT_SQLITE_SEQ
     session.add(item)
-    await refs.mark_pending(session, organization_id, integration_id, record_type, record_id)
+    await refs.mark_pending(
+        session, organization_id, integration_id, record_type, record_id, new_record=new_record
+    )
     await session.flush()
     session.info.setdefault(SESSION_KEY, []).append(item.id)
     return item
+
+
+_NEXT_SQLITE_SEQ = select(func.coalesce(func.max(OutboxItem.seq), 0) + 1).scalar_subquery()
 
 
 def _dialect(session: AsyncSession) -> str:

@@ -7,14 +7,23 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from clinicsync.errors import NotFound, ValidationFailed
 from clinicsync.integrations.models import ExternalIntegration
 from clinicsync.sync.models import ExternalReference, RecordType, SyncState
 from clinicsync.sync.schemas import ExternalLinkCreate, ExternalRefRead
 from clinicsync.tenancy.principal import Principal
+
+NEW_REFS_KEY = "clinicsync.refs.new"
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_new_refs(session: Session) -> None:
+    session.info.pop(NEW_REFS_KEY, None)
 
 
 def json_safe(record: dict[str, Any]) -> dict[str, Any]:
@@ -47,8 +56,13 @@ async def mark_pending(
     integration_id: uuid.UUID,
     record_type: RecordType,
     record_id: uuid.UUID,
+    *,
+    new_record: bool = False,
 ) -> ExternalReference:
-    ref = await get_ref(session, integration_id, record_type, record_id)
+    """The record's reference to the integration, pending; a record this transaction inserted has
+    none yet, so it is created without looking. New references are kept in the session so the
+    write's answer can show them without reading them back (see ``new_refs``)."""
+    ref = None if new_record else await get_ref(session, integration_id, record_type, record_id)
     if ref is None:
         ref = ExternalReference(
             id=uuid.uuid4(),
@@ -60,9 +74,16 @@ async def mark_pending(
             read_back_attempts=0,
         )
         session.add(ref)
+        session.info.setdefault(NEW_REFS_KEY, {}).setdefault(record_id, []).append(ref)
     else:
         ref.sync_state = SyncState.PENDING
     return ref
+
+
+def new_refs(session: AsyncSession, record_id: uuid.UUID) -> list[ExternalReference]:
+    """The references this transaction created for the record."""
+    created: dict[uuid.UUID, list[ExternalReference]] = session.info.get(NEW_REFS_KEY, {})
+    return created.get(record_id, [])
 
 
 async def refs_by_record(

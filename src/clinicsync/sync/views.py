@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking.appointments import BookingResult
 from clinicsync.booking.schemas import AppointmentRead, PatientRead
-from clinicsync.sync import outbox, refs
+from clinicsync.sync import configs, refs
 from clinicsync.sync.manager import SyncManager
 from clinicsync.sync.models import RecordType
-from clinicsync.sync.schemas import AppointmentWithSync, PatientWithSync
+from clinicsync.sync.schemas import AppointmentWithSync, ExternalRefRead, PatientWithSync
 from clinicsync.tenancy.principal import Principal
 
 
@@ -40,11 +40,18 @@ async def appointments_with_refs(
 async def new_appointment_with_refs(
     session: AsyncSession, principal: Principal, result: BookingResult
 ) -> AppointmentWithSync:
-    """A booking just answered: one this transaction inserted and owed to no PMS has no refs
-    yet, so it is shown without reading them; one owed to a PMS shows its pending refs."""
-    if result.record is not None and not session.info.get(outbox.SESSION_KEY):
-        return AppointmentWithSync(**result.appointment.model_dump(), external_refs=[])
-    return await appointment_with_refs(session, principal, result.appointment)
+    """A booking just answered. One this transaction inserted has only the references it made
+    (none when owed to no PMS; a pending one per pushing integration), so they are shown without
+    reading them back; a replayed booking reads its references as they stand."""
+    if result.record is None:
+        return await appointment_with_refs(session, principal, result.appointment)
+    shown = [
+        ExternalRefRead.model_validate(ref).model_copy(
+            update={"provider_key": configs.provider_key_of(session, ref.integration_id)}
+        )
+        for ref in refs.new_refs(session, result.record.id)
+    ]
+    return AppointmentWithSync(**result.appointment.model_dump(), external_refs=shown)
 
 
 async def appointment_with_refs(
