@@ -6,11 +6,12 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from clinicsync.config import Settings
 from clinicsync.deps import Requires, SessionDep, get_sessionmaker, writes_in_own_transactions
 from clinicsync.errors import ValidationFailed
-from clinicsync.integrations import service
+from clinicsync.integrations import service, streamed
 from clinicsync.integrations.connect_api import router as connect_router
 from clinicsync.integrations.credentials import cipher_for
 from clinicsync.integrations.definitions import DefinitionError, parse_definition_text
@@ -55,6 +56,14 @@ def _check_address(request: Request, base_url: str | None) -> None:
         OutboundPolicy.from_entries(_settings(request).outbound_allowlist).check_literal(base_url)
 
 
+_STREAMED = (
+    "The records, streamed a provider page at a time: `records` is written while later pages are"
+    " still fetched, then `count` and `pages`. Errors of the first page answer with their own status;"
+    " a page failing after records were sent closes `records` and adds `error` ({code, message,"
+    " details}) beside the count of the records that came."
+)
+
+
 def executor(request: Request) -> IntegrationExecutor:
     return IntegrationExecutor(get_sessionmaker(request), _settings(request))
 
@@ -66,16 +75,18 @@ def executor(request: Request) -> IntegrationExecutor:
     "/api/integrations/{integration}",
     response_model=ExecuteResponse,
     dependencies=[Depends(writes_in_own_transactions)],
+    responses={200: {"description": _STREAMED}},
 )
 async def run_function(
     integration: str, payload: ExecuteRequest, principal: PmsRunner, request: Request
-) -> ExecuteResponse:
+) -> StreamingResponse:
     """Run a function of one of the organization's integrations; returns mapped records.
 
     `integration` is the integration's id, or its provider key while the organization has
-    only one integration of that provider (else `location` says which).
+    only one integration of that provider (else `location` says which). The records are
+    streamed a provider page at a time, so a long read is never held in memory whole.
     """
-    resolution, result = await executor(request).execute(
+    stream = await executor(request).stream(
         principal.organization_id,
         integration,
         payload.function,
@@ -83,13 +94,9 @@ async def run_function(
         location=payload.location,
         max_records=payload.max_records,
     )
-    return ExecuteResponse(
-        provider=resolution.integration.provider_key,
-        function=payload.function,
-        integration_id=resolution.integration.id,
-        count=len(result.records),
-        pages=result.pages,
-        records=result.records,
+    first = await streamed.first_page(stream)
+    return StreamingResponse(
+        streamed.json_body(stream, payload.function, first), media_type="application/json"
     )
 
 

@@ -9,9 +9,10 @@ transactions of its own: no transaction is held open while a provider is being c
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,15 @@ class Resolution:
     integration: ExternalIntegration
     credential: ApiCredential | None
     resolved: ResolvedIntegration
+
+
+@dataclass
+class RecordStream:
+    """A function's records, fetched a page at a time as they are consumed."""
+
+    resolution: Resolution
+    result: CallResult  # pages and status code so far; its records list stays empty
+    pages: AsyncGenerator[list[dict[str, Any]], None]
 
 
 @dataclass
@@ -263,11 +273,52 @@ class IntegrationExecutor:
         priority: Priority = Priority.BACKGROUND,
     ) -> AsyncIterator[dict[str, Any]]:
         resolution = await self.resolve(organization_id, target, location)
+        async with contextlib.aclosing(
+            self._pages(resolution, function, params, max_records, priority, None)
+        ) as pages:
+            async for page in pages:
+                for record in page:
+                    yield record
+
+    async def stream(
+        self,
+        organization_id: uuid.UUID,
+        target: Target,
+        function: str,
+        params: dict[str, Any] | None = None,
+        *,
+        location: str | None = None,
+        max_records: int | None = None,
+        priority: Priority = Priority.LIVE,
+    ) -> RecordStream:
+        """The records a page at a time, for a caller that passes each page on as it comes (the
+        HTTP route streams them): resolution errors are raised here, and `result.pages` counts
+        the pages fetched so far."""
+        resolution = await self.resolve(organization_id, target, location)
+        result = CallResult(function=function, records=[], pages=0, status_code=None)
+        pages = self._pages(resolution, function, params, max_records, priority, result)
+        return RecordStream(resolution, result, pages)
+
+    async def _pages(
+        self,
+        resolution: Resolution,
+        function: str,
+        params: dict[str, Any] | None,
+        max_records: int | None,
+        priority: Priority,
+        result: CallResult | None,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        produced = 0
         try:
-            async for record in self.caller.iterate(
-                resolution.resolved, function, params, max_records=max_records, priority=priority
-            ):
-                yield record
+            async with contextlib.aclosing(
+                self.caller.pages(resolution.resolved, function, params, priority=priority, result=result)
+            ) as pages:
+                async for page in pages:
+                    if max_records is not None and produced + len(page) >= max_records:
+                        yield page[: max_records - produced]
+                        return
+                    produced += len(page)
+                    yield page
         finally:
             await self._touch(resolution.credential)
 

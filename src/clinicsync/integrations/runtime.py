@@ -559,10 +559,13 @@ class ProviderCaller:
         params: Mapping[str, Any] | None = None,
         *,
         priority: Priority = Priority.BACKGROUND,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+        result: CallResult | None = None,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The records page by page, one request each (retries aside), fetched as consumed: for
-        callers that write and checkpoint a page at a time."""
-        result = CallResult(function=function, records=[], pages=0, status_code=None)
+        callers that write and checkpoint a page at a time, or pass each page on. `result`, when
+        given, counts the pages as they come."""
+        if result is None:
+            result = CallResult(function=function, records=[], pages=0, status_code=None)
         async with contextlib.aclosing(
             self._pages(resolved, function, params or {}, result, priority)
         ) as pages:

@@ -232,12 +232,19 @@ class ExecuteRequest(_Input):
 
 
 class ExecuteResponse(BaseModel):
+    """The shape of the streamed body: `records` comes before `count` and `pages`."""
+
     provider: str
     function: str
     integration_id: uuid.UUID
-    count: int
-    pages: int
     records: list[dict[str, Any]]
+    count: int = Field(description="records sent")
+    pages: int = Field(description="provider pages fetched")
+    error: dict[str, Any] | None = Field(
+        default=None,
+        description="only when a page after the first failed: {code, message, details}; `records`"
+        " then holds what came before it",
+    )
 
 
 class IntegrationStatus(BaseModel):
