@@ -433,6 +433,71 @@ def select_records(body: Any, spec: ResponseSpec) -> list[Any]:
     return [selected]
 
 
+@dataclass(frozen=True)
+class RecordMapper:
+    """A function's field mapping with its transforms' arguments rendered once, not per record."""
+
+    fields: tuple[tuple[str, str, Any, list[tuple[str, Mapping[str, Any]]]], ...]
+    shared: tuple[tuple[str, str, list[tuple[str, Mapping[str, Any]]]], ...]
+    include_unmapped: bool
+
+    @classmethod
+    def of(
+        cls,
+        fields: Mapping[str, FieldSpec],
+        include_unmapped: bool,
+        provider_out: Mapping[str, ParameterMapSpec],
+        settings: Mapping[str, Any],
+    ) -> RecordMapper:
+        return cls(
+            tuple(
+                (
+                    internal,
+                    spec.source,
+                    spec.default,
+                    _steps(spec.transform, settings) if spec.transform else [],
+                )
+                for internal, spec in fields.items()
+            ),
+            tuple(
+                (internal, shared.external, _steps(shared.transform, settings))
+                for internal, shared in provider_out.items()
+                if internal not in fields
+            ),
+            include_unmapped,
+        )
+
+    def __call__(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            return {"value": raw}
+        if not self.fields and not self.shared:
+            return dict(raw)
+        record: dict[str, Any] = dict(raw) if self.include_unmapped else {}
+        for internal, source, default, steps in self.fields:
+            value = get_path(raw, source)
+            if value is None:
+                value = default
+            if value is not None and steps:
+                try:
+                    value = apply_steps(value, steps)
+                except TransformError as exc:
+                    raise IntegrationError(
+                        "permanent", f"the provider's {source} could not be read as {internal}: {exc}"
+                    ) from None
+            record[internal] = value
+        for internal, external, steps in self.shared:
+            value = get_path(raw, external)
+            if value is None:
+                continue
+            try:
+                record[internal] = apply_steps(value, steps)
+            except TransformError as exc:
+                raise IntegrationError(
+                    "permanent", f"the provider's {external} could not be read as {internal}: {exc}"
+                ) from None
+        return record
+
+
 def map_record(
     raw: Any,
     fields: Mapping[str, FieldSpec],
@@ -440,36 +505,7 @@ def map_record(
     provider_out: Mapping[str, ParameterMapSpec],
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        return {"value": raw}
-    if not fields and not provider_out:
-        return dict(raw)
-    record: dict[str, Any] = dict(raw) if include_unmapped else {}
-    for internal, spec in fields.items():
-        value = get_path(raw, spec.source)
-        if value is None:
-            value = spec.default
-        if value is not None and spec.transform:
-            try:
-                value = apply_steps(value, _steps(spec.transform, settings))
-            except TransformError as exc:
-                raise IntegrationError(
-                    "permanent", f"the provider's {spec.source} could not be read as {internal}: {exc}"
-                ) from None
-        record[internal] = value
-    for internal, shared in provider_out.items():
-        if internal in fields:
-            continue
-        value = get_path(raw, shared.external)
-        if value is None:
-            continue
-        try:
-            record[internal] = apply_steps(value, _steps(shared.transform, settings))
-        except TransformError as exc:
-            raise IntegrationError(
-                "permanent", f"the provider's {shared.external} could not be read as {internal}: {exc}"
-            ) from None
-    return record
+    return RecordMapper.of(fields, include_unmapped, provider_out, settings)(raw)
 
 
 def _body(response: httpx.Response) -> Any:
@@ -613,6 +649,7 @@ class ProviderCaller:
             internal: resolved.definition.effective_field(internal, spec)
             for internal, spec in endpoint.response.fields.items()
         }
+        mapper = RecordMapper.of(fields, endpoint.response.include_unmapped, provider_out, resolved.settings)
         page: PageRequest | None = paginator.first() if paginator else PageRequest()
         error: IntegrationError | None = None
         try:
@@ -627,12 +664,7 @@ class ProviderCaller:
                     token = get_path(body, endpoint.response.next_sync_token)
                     if token not in (None, ""):
                         result.sync_token = str(token)
-                yield [
-                    map_record(
-                        raw, fields, endpoint.response.include_unmapped, provider_out, resolved.settings
-                    )
-                    for raw in raw_records
-                ]
+                yield [mapper(raw) for raw in raw_records]
                 page = paginator.next(body, len(raw_records)) if paginator else None
         except IntegrationError as exc:
             error = exc

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinicsync.booking.models import Patient
@@ -148,6 +148,9 @@ async def upsert_cases(
     return outcome
 
 
+_VISIT_COLUMNS = ("patient_external_id", "practitioner_external_id", "starts_at", "ends_at", "status")
+
+
 async def upsert_pms_appointments(
     session: AsyncSession,
     organization_id: uuid.UUID,
@@ -157,45 +160,68 @@ async def upsert_pms_appointments(
     run_id: uuid.UUID,
 ) -> PageOutcome:
     """Upcoming PMS appointments kept as the PMS has them (for slot counts); those linked to a
-    local booking also go through the inbound path, conflicts and all."""
+    local booking also go through the inbound path, conflicts and all.
+
+    A page is one SELECT of what is held (plain rows, no ORM objects), one multi-row INSERT of
+    what is new and one executemany UPDATE of what changed: a page of the forward window is
+    written at the cost of a handful of statements, however many visits the day holds."""
     outcome = PageOutcome(found={"appointments": len(records)})
     wanted = {str(record["id"]): record for record in records}
-    existing = {
+    held = {
         row.external_id: row
-        for row in await session.scalars(
-            select(PmsAppointment).where(
+        for row in await session.execute(
+            select(
+                PmsAppointment.id,
+                PmsAppointment.external_id,
+                PmsAppointment.record,
+                PmsAppointment.deleted_at,
+                *(getattr(PmsAppointment, name) for name in _VISIT_COLUMNS),
+            ).where(
                 PmsAppointment.integration_id == integration_id, PmsAppointment.external_id.in_(list(wanted))
             )
         )
     }
+    now = utcnow()
+    created: list[dict[str, Any]] = []
+    changed_rows: list[dict[str, Any]] = []
+    actions = outcome.actions
     for external_id, record in wanted.items():
         columns, snapshot = _visit_columns(record), json_safe(record)
-        row = existing.get(external_id)
+        row = held.get(external_id)
         if row is None:
-            session.add(
-                PmsAppointment(
-                    id=uuid.uuid4(),
-                    organization_id=organization_id,
-                    integration_id=integration_id,
-                    external_id=external_id,
-                    record=snapshot,
+            created.append(
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": organization_id,
+                    "integration_id": integration_id,
+                    "external_id": external_id,
+                    "record": snapshot,
+                    "deleted_at": None,
+                    "created_at": now,
+                    "updated_at": now,
                     **columns,
-                )
+                }
             )
-            outcome.actions.append(Action("appointments", external_id, "create"))
+            actions.append(Action("appointments", external_id, "create"))
             continue
         changed = _changed(row, columns, snapshot, "record")
         if row.deleted_at is not None:
             changed.append("deleted_at")
-            row.deleted_at = None
         if not changed:
-            outcome.actions.append(Action("appointments", external_id, "unchanged"))
+            actions.append(Action("appointments", external_id, "unchanged"))
             continue
-        for name, value in columns.items():
-            setattr(row, name, value)
-        row.record = snapshot
-        outcome.actions.append(Action("appointments", external_id, "update", changed))
-    await session.flush()
+        changed_rows.append(
+            {"id": row.id, "record": snapshot, "deleted_at": None, "updated_at": now, **columns}
+        )
+        actions.append(Action("appointments", external_id, "update", changed))
+    table: Table = PmsAppointment.__table__  # type: ignore[assignment]
+    if created:
+        await session.execute(insert(table), created)
+    if changed_rows:
+        await session.execute(
+            update(table).where(table.c.id == bindparam("row_id")),
+            [{**values, "row_id": values.pop("id")} for values in changed_rows],
+        )
     await _inbound(session, integration_id, records, run_id, outcome)
     return outcome
 

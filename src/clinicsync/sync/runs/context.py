@@ -200,7 +200,7 @@ async def commit_page(
 ) -> PageOutcome:
     """Applies one page and records it (counts, checkpoint, heartbeat) in one transaction."""
     async with session_scope(rc.ctx.sessionmaker) as session:
-        await _locked_run(session, rc.organization_id, rc.run_id)
+        run = await _locked_run(session, rc.organization_id, rc.run_id)
         if rc.dry_run:
             savepoint = await session.begin_nested()
             await apply.replay_cases(session, rc.integration_id, rc.overlay)
@@ -208,10 +208,13 @@ async def commit_page(
             for case in outcome.touched_cases:
                 rc.overlay[case.external_id] = apply.case_values(case)
             await savepoint.rollback()
+            # The rollback expired what the savepoint saw; read the run's row again.
+            reread = await session.get(SyncRun, rc.run_id, populate_existing=True)
+            assert reread is not None
+            run = reread
         else:
+            # The row locked above is current: the page's writes never touch the run.
             outcome = await work(session)
-        run = await session.get(SyncRun, rc.run_id, populate_existing=True)
-        assert run is not None
         counts = outcome.counts()
         run.counts = merge_counts(run.counts, counts)
         phases = dict(run.phases)
