@@ -9,8 +9,9 @@ stage runs in a process of its own, so its CPU seconds and peak RSS are its own:
 
 * floor: the day pages of today and the next `--days` days fetched 8 at a time, JSON parsed,
   nothing stored;
-* (a) a full sync run over the same days, no added latency;
-* (b) the same run with 20 ms per request and the integration held to `--rate` requests/s,
+* (a) a sync run's forward pull (run type inbound) over the same days, no added latency: every
+  visit written, each page checkpointed; then a full run (all four phases) for the cursor;
+* (b) the same pull with 20 ms per request and the integration held to `--rate` requests/s,
   against the rate-limit floor (pages / rate);
 * (c) an incremental run right after, nothing changed in the PMS;
 * (d) a plain loop: list each day's ids, then one request per record (a `--sample` of records,
@@ -118,9 +119,10 @@ async def _run_stage(args: argparse.Namespace) -> dict[str, Any]:
             uuid.UUID(args.organization_id),
             uuid.UUID(args.integration_id),
             service.RunRequest(
-                # The pull: today so far and the next `days` days (one-day windows back and
-                # reconciled); a run after a complete one is incremental when asked.
-                run_type=RunType.FULL,
+                # (a) and (b): the forward pull alone, today and the next `days` days, the floor's
+                # pages; "full": all four phases (one-day windows back and reconciled), after
+                # which (c) is incremental.
+                run_type=RunType.INBOUND if args.kind in ("a", "b") else RunType.FULL,
                 incremental=args.kind == "c",
                 backward_days=0,
                 reconcile_days=0,
@@ -502,6 +504,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
             if label == "fast":
                 results["floor"] = _stage("floor", common, *window)
                 results["a"] = _stage("a", common, *window)
+                results["full"] = _stage("full", common, *window)
                 results["c"] = _stage("c", common, *window)
                 results["d"] = _stage("d", common, *window)
                 if importlib.util.find_spec("dlt") is not None:
@@ -541,8 +544,9 @@ def _report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> Non
     whole_days = args.diary_days + 1
     rows = [
         _row("floor: 8 pages in flight, parsed, not stored", floor),
-        _row("(a) sync run, no latency", a),
-        _row(f"(b) sync run, 20 ms/request, {args.rate} requests/s", b),
+        _row("(a) sync run's forward pull, no latency", a),
+        _row("full sync run after (a): backward, enrichment, forward, reconcile", results["full"]),
+        _row(f"(b) forward pull, 20 ms/request, {args.rate} requests/s", b),
         _row("(c) incremental, nothing changed", c),
         _row(f"(d) one request per record (sample of {args.sample:,})", d),
         _row("(e) dlt rest_api source into DuckDB, same day pages", e)
@@ -550,7 +554,7 @@ def _report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> Non
         else "| (e) dlt rest_api source | not run: dlt is not installed (pip install -e '.[bench]') "
         "| | | | | |",
         _row(f"floor, whole diary ({whole_days:,} days)", floor_whole),
-        _row(f"(a) sync run, whole diary ({whole_days:,} days, fresh database)", a_whole),
+        _row(f"(a) forward pull, whole diary ({whole_days:,} days, fresh database)", a_whole),
         _row(f"POST /api/integrations/vet_pims search_patients, {args.sample:,} records", sample),
         _row("POST /api/integrations/vet_pims search_patients, all records", everyone),
     ]
