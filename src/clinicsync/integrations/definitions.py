@@ -10,6 +10,7 @@ where it is not (file, path inside the document, field).
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from enum import StrEnum
@@ -457,5 +458,12 @@ PROVIDERS_DIR = Path(__file__).parent / "providers"
 
 
 def shipped_definitions() -> list[ProviderDefinition]:
-    """The definitions packaged with clinicsync, in file-name order."""
-    return [load_definition_file(path) for path in sorted(PROVIDERS_DIR.glob("*.yaml"))]
+    """The definitions packaged with clinicsync, in file-name order (read-only: callers share them)."""
+    return list(_read_shipped_definitions())
+
+
+@functools.cache
+def _read_shipped_definitions() -> tuple[ProviderDefinition, ...]:
+    # The files ship inside the installed package and change only with it, so a process parses
+    # them once; every server start (and a test suite starts hundreds) syncs the catalogue from them.
+    return tuple(load_definition_file(path) for path in sorted(PROVIDERS_DIR.glob("*.yaml")))
