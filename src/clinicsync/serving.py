@@ -19,12 +19,63 @@ from clinicsync.logging import get_logger
 log = get_logger(__name__)
 
 
-class _HostSignals(uvicorn.Server):
-    """uvicorn leaving Ctrl-C and SIGTERM to the host program (which stops it by leaving the block)."""
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn run as a task of a host program (the app in tests and ``clinicsync demo``, the
+    sandboxes), stopped by ``stop_uvicorn``.
+
+    It stops as soon as it is asked. uvicorn's own loop looks at ``should_exit`` every 0.1 s, and its
+    shutdown sleeps a fixed 0.1 s before it looks at the open connections: a suite that starts a
+    server for every test would wait both out hundreds of times. Here the loop wakes on the request
+    and shutdown watches the connections close (an idle keep-alive one closes within a loop turn).
+    With ``own_signals=False`` uvicorn leaves Ctrl-C and SIGTERM to the host program."""
+
+    def __init__(self, config: uvicorn.Config, *, own_signals: bool = True) -> None:
+        super().__init__(config)
+        self._own_signals = own_signals
+        self._exit_requested = asyncio.Event()
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self._exit_requested.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        yield
+        if not self._own_signals:
+            yield
+            return
+        with super().capture_signals():
+            yield
+
+    async def main_loop(self) -> None:
+        # uvicorn's ticks (the Date header once a second; a signal's should_exit), plus the wake-up.
+        ticks = 0
+        while not await self.on_tick(ticks):
+            ticks = (ticks + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit_requested.wait(), timeout=0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for listener in self.servers:
+            listener.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # an idle one closes now; a busy one after its response
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                await self._connections_closed()
+        except TimeoutError:
+            # An event stream never ends by itself: past the grace period its request is cancelled.
+            for request in self.server_state.tasks:
+                request.cancel(msg="the server is stopping")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _connections_closed(self) -> None:
+        state = self.server_state
+        # uvicorn signals no event when a connection closes; its sets are all there is to watch.
+        while (state.connections or state.tasks) and not self.force_exit:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        for listener in self.servers:
+            await listener.wait_closed()
 
 
 @asynccontextmanager
@@ -44,7 +95,7 @@ async def serving(
         access_log=False,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config) if own_signals else _HostSignals(config)
+    server = EmbeddedServer(config, own_signals=own_signals)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -64,7 +115,10 @@ async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[Any], *, timeo
 
     A shutdown step that hangs (a stream that never ends, a stuck lifespan) must not hang the
     caller too: past ``timeout`` the server is forced and its task cancelled."""
-    server.should_exit = True
+    if isinstance(server, EmbeddedServer):
+        server.request_exit()
+    else:
+        server.should_exit = True
     try:
         await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
         return True

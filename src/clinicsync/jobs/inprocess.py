@@ -32,6 +32,7 @@ class InProcessRunner:
         self._timers: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._between_sweeps = asyncio.Event()
         self._functions: dict[str, Callable[..., Awaitable[Any]]] = {
             tasks.DELIVER: tasks.deliver,
             tasks.READ_BACK: tasks.read_back,
@@ -93,6 +94,7 @@ class InProcessRunner:
 
     async def _sweep_forever(self) -> None:
         while True:
+            self._between_sweeps.clear()
             try:
                 await tasks.sweep(self.ctx, self)
             except Exception:
@@ -102,12 +104,19 @@ class InProcessRunner:
                     await tasks.schedule_runs(self.ctx, self)
                 except Exception:
                     log.exception("job_failed", task=tasks.SCHEDULE_RUNS)
+            self._between_sweeps.set()
             await asyncio.sleep(self.sweep_interval)
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
+        if self._sweeper is not None and not self._sweeper.done():
+            # A sweep under way (one runs as the server starts) ends its transactions first:
+            # cancelled between a statement and its commit, SQLite's connection is torn down, which
+            # can hold the stop for a second or more.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._between_sweeps.wait(), timeout=5)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()

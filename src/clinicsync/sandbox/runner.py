@@ -14,9 +14,8 @@ current event loop and is stopped (background tasks cancelled, state file writte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,19 +24,11 @@ import uvicorn
 
 from clinicsync.sandbox.core import SandboxServer
 from clinicsync.sandbox.registry import get_server_class
-from clinicsync.serving import stop_uvicorn
+from clinicsync.serving import EmbeddedServer, stop_uvicorn
 
 # The shape of test fixtures that start servers: ``await factory("opendental", spec={...})``.
 SandboxFactory = Callable[..., Awaitable[SandboxServer]]
 ControlClientFactory = Callable[[SandboxServer], Awaitable[httpx.AsyncClient]]
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn without its signal handling: the host program (tests, the CLI) owns Ctrl-C."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def make_server(provider: str | type[SandboxServer] | SandboxServer, **options: Any) -> SandboxServer:
@@ -80,7 +71,7 @@ async def run_sandbox(
         # Hanging requests must not hold shutdown for long.
         timeout_graceful_shutdown=1,
     )
-    uv_server = _EmbeddedUvicorn(config)
+    uv_server = EmbeddedServer(config, own_signals=False)
     task = asyncio.create_task(uv_server.serve(sockets=[sock]), name=f"sandbox-{server.name}-{bound_port}")
     try:
         deadline = asyncio.get_running_loop().time() + startup_timeout
