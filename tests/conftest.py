@@ -116,13 +116,22 @@ def backend(database_url: str) -> str:
     return make_url(database_url).get_backend_name()
 
 
+# Children before parents, so each DELETE meets no row that another table still points at.
+_TABLES = [table.name for table in reversed(metadata.sorted_tables)]
+# Which tables hold rows, in one round trip: most tests write to a handful of the tables.
+_TABLES_WITH_ROWS = " UNION ALL ".join(
+    f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM \"{name}\")" for name in _TABLES
+)
+
+
 async def _empty_all_tables(maker: async_sessionmaker[AsyncSession]) -> None:
-    tables = [table.name for table in reversed(metadata.sorted_tables)]
+    """Deletes every row the last test left. Only tables holding rows are touched: a TRUNCATE of
+    every table costs PostgreSQL about 0.1 s even when all are empty (new files for each table),
+    while a DELETE of a few rows costs a millisecond."""
     async with session_scope(maker) as session:
-        if session.bind.dialect.name == "postgresql":
-            await session.execute(text("TRUNCATE " + ", ".join(f'"{name}"' for name in tables) + " CASCADE"))
-        else:
-            for name in tables:
+        written = set((await session.execute(text(_TABLES_WITH_ROWS))).scalars())
+        for name in _TABLES:
+            if name in written:
                 await session.execute(text(f'DELETE FROM "{name}"'))
 
 
