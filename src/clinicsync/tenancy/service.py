@@ -332,7 +332,7 @@ async def login(
         raise ValidationFailed("organization", "this email belongs to several organizations; give its slug")
     user_id, password_hash = users[0] if users else (None, None)
     # Verify even when the user is missing-or-passwordless so timing doesn't reveal which emails exist.
-    verified = await security.verify_password_off_loop(password_hash or _DUMMY_HASH, password)
+    verified = await security.verify_password_off_loop(password_hash or await _timing_hash(), password)
     if not verified or user_id is None or password_hash is None:
         await throttle.failed(sessionmaker, account, address)
         raise Unauthorized("email or password is wrong")
@@ -344,4 +344,13 @@ async def login(
         return await issue_token(write, holder, name="login", login=True)
 
 
-_DUMMY_HASH = security.hash_password("not-a-real-password-just-timing")
+_timing_hashes: list[str] = []
+
+
+async def _timing_hash() -> str:
+    """A hash to verify against when the user has none. Made at the first login that needs it, not
+    at import: a hash costs about half a second of CPU, which every process (each CLI command, each
+    worker) would pay on start."""
+    if not _timing_hashes:
+        _timing_hashes.append(await security.hash_password_off_loop("not-a-real-password-just-timing"))
+    return _timing_hashes[0]
