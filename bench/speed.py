@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import socket
@@ -445,6 +446,30 @@ async def history(backend: str, fresh: Fresh, tmp: Path, sizes: Sizes) -> dict[s
     return {"book": booked, "search": searched}
 
 
+async def start_health_probe(base: str, *extra: str) -> asyncio.subprocess.Process:
+    """/health timed from a process of its own (bench/health_probe.py): the load generator parses
+    373 KB pages, which a probe in its process would time as well."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.health_probe",
+        base,
+        *extra,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def stop_health_probe(prober: asyncio.subprocess.Process) -> list[float]:
+    output, _ = await prober.communicate(b"")
+    samples: list[float] = json.loads(output)
+    return samples
+
+
+async def health_probe(base: str, *, count: int) -> list[float]:
+    return await stop_health_probe(await start_health_probe(base, "--count", str(count)))
+
+
 async def search_beside_health(backend: str, fresh: Fresh, tmp: Path, sizes: Sizes) -> dict[str, float]:
     """Clients page through long searches over many practitioners while /health is polled."""
     url, cleanup = await fresh()
@@ -452,26 +477,11 @@ async def search_beside_health(backend: str, fresh: Fresh, tmp: Path, sizes: Siz
         command, env, port = clinicsync_server(url, tmp / f"var-search-{backend}")
         async with process(command, env, port) as base:
             clinic = await open_clinic(base, url, sizes.search_practitioners, hours=("08:00", "18:00"))
-            health: list[float] = []
             sizes_seen: list[int] = []
             counts: list[int] = []
-            done = asyncio.Event()
             async with httpx.AsyncClient(base_url=base, headers=clinic.headers, timeout=120) as http:
-
-                async def probe() -> None:
-                    started = time.perf_counter()
-                    assert (await http.get("/health")).status_code == 200
-                    health.append((time.perf_counter() - started) * 1000)
-
-                idle: list[float] = []
-                for _ in range(50):
-                    await probe()
-                    idle.append(health.pop())
-
-                async def poll() -> None:
-                    while not done.is_set():
-                        await probe()
-                        await asyncio.sleep(0.02)
+                idle = await health_probe(base, count=50)
+                prober = await start_health_probe(base)
 
                 async def walk(days: int) -> None:
                     params: dict[str, Any] = {
@@ -492,12 +502,10 @@ async def search_beside_health(backend: str, fresh: Fresh, tmp: Path, sizes: Siz
                     counts.append(found)
 
                 progress(f"{backend}: {sizes.search_clients} x {sizes.search_days}-day searches, /health")
-                poller = asyncio.create_task(poll())
                 started = time.perf_counter()
                 await asyncio.gather(*(walk(sizes.search_days) for _ in range(sizes.search_clients)))
                 elapsed = time.perf_counter() - started
-                done.set()
-                await poller
+                health = await stop_health_probe(prober)
                 progress(f"{backend}: one {sizes.long_search_days}-day search")
                 long_started = time.perf_counter()
                 await walk(sizes.long_search_days)
