@@ -13,16 +13,15 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import Table, and_, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from clinicsync.db.base import utcnow
 from clinicsync.db.engine import session_scope
 from clinicsync.errors import NotFound, ValidationFailed
-from clinicsync.realtime.hooks import hold_organization
 from clinicsync.sync import refs
 from clinicsync.sync.models import (
     UNFINISHED_STATUSES,
@@ -141,7 +140,6 @@ async def claim(
         if item is None or item.status != OutboxStatus.PENDING:
             return None
         if _dialect(session) == "postgresql":
-            await hold_organization(session, item.organization_id)
             # One claimer per chain at a time: the chain check below then sees every committed claim.
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:chain, 0))"),
@@ -158,12 +156,24 @@ async def claim(
             return None
         token = f"{worker}:{uuid.uuid4().hex[:8]}"
         looked_up_first = item.maybe_sent
-        item.status = OutboxStatus.IN_FLIGHT
-        item.attempts += 1
-        item.lease_until = now + timedelta(seconds=lease_seconds)
-        item.claimed_by = token
-        # Intent persisted before the call: if we never hear back, the next attempt looks first.
-        item.maybe_sent = True
+        attempt = item.attempts + 1
+        # The worker's own bookkeeping, written past the ORM so that it makes no change event: the
+        # attempt's outcome announces the item. Without one the claim needs no organization lock
+        # (realtime.hooks), so the organization's bookings never queue behind a worker's claims.
+        table = cast(Table, OutboxItem.__table__)
+        connection = await session.connection()
+        await connection.execute(
+            table.update()
+            .where(table.c.id == item.id)
+            .values(
+                status=OutboxStatus.IN_FLIGHT,
+                attempts=attempt,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                claimed_by=token,
+                # Intent persisted before the call: if we never hear back, the next attempt looks first.
+                maybe_sent=True,
+            )
+        )
         return Claim(
             id=item.id,
             organization_id=item.organization_id,
@@ -173,7 +183,7 @@ async def claim(
             chain_key=item.chain_key,
             operation=item.operation,
             payload=dict(item.payload),
-            attempt=item.attempts,
+            attempt=attempt,
             looked_up_first=looked_up_first,
             token=token,
         )
