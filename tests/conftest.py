@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -84,6 +85,23 @@ async def _migrate(url: str) -> None:
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
+
+
+def _backend_of(item: pytest.Item) -> object:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("database_url") if callspec is not None else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow go first within each backend's run of tests (pytest has grouped them by
+    backend, so each database is set up once). Under xdist a worker that draws a 40 s test near
+    the end would otherwise finish alone while the other waits."""
+    ordered: list[pytest.Item] = []
+    for _, group in itertools.groupby(items, key=_backend_of):
+        run = list(group)
+        ordered += sorted(run, key=lambda item: item.get_closest_marker("slow") is None)
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

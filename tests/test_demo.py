@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 STARTUP_SECONDS = 60  # a cold start on a busy machine: migrations, argon2, the sandbox's data
 SYNC_SECONDS = 30
@@ -75,6 +76,7 @@ def eventually(check: Callable[[], Any], seconds: float, what: str) -> Any:
         time.sleep(0.25)
 
 
+@pytest.mark.slow
 def test_demo_serves_its_pages_and_a_connected_pms(tmp_path: Path) -> None:
     port = free_port()
     env = {

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -28,6 +29,7 @@ def quick_start_block() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_the_readmes_quick_start_works_as_pasted(tmp_path: Path) -> None:
     port = free_port()
     env = {

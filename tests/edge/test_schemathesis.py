@@ -15,6 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -121,6 +122,7 @@ def _run(
     return sent
 
 
+@pytest.mark.slow
 async def test_generated_requests_get_documented_answers_and_no_server_error(
     server: RunningServer,
     client: httpx.AsyncClient,
