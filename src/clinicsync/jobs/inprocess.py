@@ -20,6 +20,9 @@ from clinicsync.sync.delivery import SyncContext
 
 log = get_logger(__name__)
 
+# How long a stopping runner waits for the jobs under way before it cancels them.
+STOP_GRACE_SECONDS = 1.0
+
 
 class InProcessRunner:
     def __init__(self, ctx: SyncContext, *, concurrency: int, sweep_interval: float) -> None:
@@ -111,15 +114,19 @@ class InProcessRunner:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        if self._sweeper is not None and not self._sweeper.done():
-            # A sweep under way (one runs as the server starts) ends its transactions first:
-            # cancelled between a statement and its commit, SQLite's connection is torn down, which
-            # can hold the stop for a second or more.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._between_sweeps.wait(), timeout=5)
+        # Jobs and a sweep under way (one runs as the server starts) get a moment to end their
+        # transactions: cancelled between a statement and its commit, SQLite's connection is torn
+        # down the slow way, holding the database's write lock for a second or more meanwhile.
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        sweep_done = asyncio.ensure_future(self._between_sweeps.wait())
+        under_way: list[asyncio.Future[Any]] = [*self._tasks]
+        if self._sweeper is not None and not self._sweeper.done():
+            under_way.append(sweep_done)
+        if under_way:
+            await asyncio.wait(under_way, timeout=STOP_GRACE_SECONDS)
+        sweep_done.cancel()
         pending = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
         for task in pending:
             task.cancel()
