@@ -237,9 +237,11 @@ async def search_slots(
         override=override,
         limit=limit,
         cursor=cursor,
+        rendered=True,
     )
-    # Rendered in the search thread too: a full page is thousands of objects.
-    return Response(await search.in_search_thread(search.render, page), media_type="application/json")
+    # Rendered in the search process, or else in the search thread: a full page is thousands of objects.
+    body = page.rendered if page.rendered is not None else await search.in_search_thread(search.render, page)
+    return Response(body, media_type="application/json")
 
 
 # --- appointment types ----------------------------------------------------------------------------

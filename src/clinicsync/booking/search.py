@@ -10,17 +10,24 @@ GIL), so several searches computing at once finish no sooner, and each extra thr
 the event loop queues behind whenever it needs the GIL back (to answer /health, say). Searches
 wait their turn for it in its queue, not on the event loop; it steps aside between a
 practitioner's days and between slices of a page it renders.
+
+A page answered over HTTP goes further: it is computed and rendered to JSON in a process of its
+own (one per server process, started at the first such search), so the server's event loop does
+not share a GIL with it at all; only the day's inputs and the finished bytes cross over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
+import multiprocessing
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -55,6 +62,29 @@ async def in_search_thread(function: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_worker, functools.partial(function, *args))
 
 
+_processes: list[ProcessPoolExecutor] = []
+
+
+def _search_process() -> ProcessPoolExecutor:
+    if not _processes:
+        # forkserver: a fresh interpreter forks the worker, so no lock another thread of this
+        # process holds (a connection's, the logger's) is copied into it held.
+        context = multiprocessing.get_context("forkserver")
+        _processes.append(ProcessPoolExecutor(max_workers=1, mp_context=context))
+    return _processes[0]
+
+
+async def in_search_process(function: Callable[..., _T], *args: Any) -> _T:
+    """Runs ``function`` in the process's search process; in the search thread if that process
+    died (it is started afresh for the next search)."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_search_process(), functools.partial(function, *args))
+    except BrokenProcessPool:
+        _processes.clear()
+        return await in_search_thread(function, *args)
+
+
 def _step_aside() -> None:
     """Gives up the GIL for a moment, so an event loop waiting for it runs now rather than after
     the interpreter's switch interval."""
@@ -68,6 +98,8 @@ class SlotPage:
     appointment_type_id: uuid.UUID | None
     slots: list[slot_math.Slot]
     next_cursor: str | None
+    # The page as its JSON answer, when it was asked for rendered (then ``slots`` is left empty).
+    rendered: bytes | None = None
 
 
 def check_override(principal: Principal, override: bool) -> None:
@@ -99,7 +131,10 @@ async def search_slots(
     limit: int = DEFAULT_SLOT_PAGE,
     cursor: str | None = None,
     now: datetime | None = None,
+    rendered: bool = False,
 ) -> SlotPage:
+    """One page of free slots. ``rendered``: the page is wanted as its JSON answer only, computed
+    and rendered in the search process (``SlotPage.rendered``)."""
     if last_day < first_day:
         raise ValidationFailed("to", "must be on or after from")
     if (last_day - first_day).days >= MAX_SLOT_SEARCH_DAYS:
@@ -162,16 +197,19 @@ async def search_slots(
     ids = [p.id for p in practitioners]
     weekly, overrides = await service.schedule_of(session, organization.id, ids, first_day, last_day)
     busy = await busy_times(session, organization.id, ids, first_day, last_day, zone)
-    slots, next_cursor = await in_search_thread(
-        _page, ids, first_day, last_day, weekly, overrides, busy, rules, after, limit
-    )
-    return SlotPage(
+    empty = SlotPage(
         time_zone=organization.time_zone,
         duration_minutes=int(duration.total_seconds() // 60),
         appointment_type_id=appointment_type.id if appointment_type else None,
-        slots=slots,
-        next_cursor=next_cursor,
+        slots=[],
+        next_cursor=None,
     )
+    arguments = (ids, first_day, last_day, weekly, overrides, busy, rules, after, limit)
+    if rendered:
+        body, next_cursor = await in_search_process(_rendered_page, empty, *arguments)
+        return dataclasses.replace(empty, next_cursor=next_cursor, rendered=body)
+    slots, next_cursor = await in_search_thread(_page, *arguments)
+    return dataclasses.replace(empty, slots=slots, next_cursor=next_cursor)
 
 
 async def busy_times(
@@ -242,6 +280,12 @@ def _page(
             page.append(slot)
         day += timedelta(days=1)
     return page, None
+
+
+def _rendered_page(frame: SlotPage, *arguments: Any) -> tuple[bytes, str | None]:
+    """``_page`` and ``render`` in one step, for the search process: only bytes come back."""
+    slots, next_cursor = _page(*arguments)
+    return render(dataclasses.replace(frame, slots=slots, next_cursor=next_cursor)), next_cursor
 
 
 def label(local: datetime) -> str:

@@ -241,8 +241,11 @@ class SyncManager:
         limit: int = search.DEFAULT_SLOT_PAGE,
         cursor: str | None = None,
         now: datetime | None = None,
+        rendered: bool = False,
     ) -> search.SlotPage:
-        """Free slots; for an external-only clinic the PMS's diary, not the local table, says what's taken."""
+        """Free slots; for an external-only clinic the PMS's diary, not the local table, says what's taken
+        (so its pages come back as slots to filter, never ``rendered``)."""
+        sole = _external_only(await self._pushing(session, principal))
         page = await search.search_slots(
             session,
             principal,
@@ -256,8 +259,8 @@ class SyncManager:
             limit=limit,
             cursor=cursor,
             now=now,
+            rendered=rendered and sole is None,
         )
-        sole = _external_only(await self._pushing(session, principal))
         if sole is None or not page.slots:
             return page
         first = min(slot.start for slot in page.slots)
