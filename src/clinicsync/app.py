@@ -22,7 +22,7 @@ from clinicsync.agents.mcp_server import build_server as build_mcp_server
 from clinicsync.booking.api import router as booking_router
 from clinicsync.config import Settings, get_settings
 from clinicsync.db import migrate
-from clinicsync.db.engine import create_engine, create_sessionmaker
+from clinicsync.db.engine import WalCheckpointer, create_engine, create_sessionmaker, sqlite_path
 from clinicsync.deps import PUBLIC
 from clinicsync.edge.apidocs import install_api_docs
 from clinicsync.edge.headers import SecurityHeaders
@@ -142,7 +142,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # after 1 ms rather than Python's default 5: every socket read and write of the loop waits
         # for that handover while such a thread runs.
         sys.setswitchinterval(0.001)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, background_checkpoints=True)
+        database_file = sqlite_path(engine)
+        checkpointer = WalCheckpointer(database_file) if database_file is not None else None
+        if checkpointer is not None:
+            checkpointer.start()
         if settings.migrate_on_start:
             await migrate.upgrade(engine)
         app.state.engine = engine
@@ -173,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if runner is not None:
                 await runner.stop()
             await engine.dispose()
+            if checkpointer is not None:
+                await checkpointer.stop()
 
     app = FastAPI(
         title="clinicsync",
