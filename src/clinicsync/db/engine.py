@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -67,6 +67,8 @@ class WalCheckpointer:
         self.path = path
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        # One connection for every pass, used by one pass at a time (from a worker thread).
+        self._connection: sqlite3.Connection | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -77,6 +79,9 @@ class WalCheckpointer:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     async def _run(self) -> None:
         while True:
@@ -87,19 +92,22 @@ class WalCheckpointer:
                 continue  # the next pass tries again; a busy log only grows a little meanwhile
 
     def _checkpoint(self) -> None:
+        if self._connection is None:
+            self._connection = sqlite3.connect(self.path, check_same_thread=False)
         # PASSIVE never waits on the busy handler: it copies what no reader still needs.
-        connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-        try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            connection.close()
+        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _database_file(url: URL) -> Path | None:
+    """A SQLite URL's database file (None for an in-memory database)."""
+    if not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
 
 
 def sqlite_path(engine: AsyncEngine) -> Path | None:
     """The database file of a SQLite engine (None for PostgreSQL or an in-memory database)."""
-    if not is_sqlite(engine) or not engine.url.database or engine.url.database == ":memory:":
-        return None
-    return Path(engine.url.database)
+    return _database_file(engine.url) if is_sqlite(engine) else None
 
 
 def _configure_sqlite(engine: AsyncEngine, *, background_checkpoints: bool = False) -> None:
@@ -138,8 +146,9 @@ def create_engine(url: str, *, background_checkpoints: bool = False, **kwargs: A
     async_url = async_database_url(url)
     parsed = make_url(async_url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            _private_database_file(Path(parsed.database))
+        database_file = _database_file(parsed)
+        if database_file is not None:
+            _private_database_file(database_file)
         engine = create_async_engine(
             async_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
         )

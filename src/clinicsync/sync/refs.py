@@ -108,10 +108,15 @@ async def refs_by_record(
         .order_by(ExternalIntegration.provider_key)
     )
     for ref, provider_key in rows:
-        read = ExternalRefRead.model_validate(ref)
-        read.provider_key = provider_key
-        found[ref.record_id].append(read)
+        found[ref.record_id].append(ref_read(ref, provider_key))
     return found
+
+
+def ref_read(ref: ExternalReference, provider_key: str | None) -> ExternalRefRead:
+    """A reference as the API shows it, named by its integration's provider."""
+    read = ExternalRefRead.model_validate(ref)
+    read.provider_key = provider_key
+    return read
 
 
 async def link(session: AsyncSession, principal: Principal, data: ExternalLinkCreate) -> ExternalReference:

@@ -13,7 +13,7 @@ from clinicsync.booking.schemas import AppointmentRead, PatientRead
 from clinicsync.sync import configs, refs
 from clinicsync.sync.manager import SyncManager
 from clinicsync.sync.models import RecordType
-from clinicsync.sync.schemas import AppointmentWithSync, ExternalRefRead, PatientWithSync
+from clinicsync.sync.schemas import AppointmentWithSync, PatientWithSync
 from clinicsync.tenancy.principal import Principal
 
 
@@ -46,9 +46,7 @@ async def new_appointment_with_refs(
     if result.record is None:
         return await appointment_with_refs(session, principal, result.appointment)
     shown = [
-        ExternalRefRead.model_validate(ref).model_copy(
-            update={"provider_key": configs.provider_key_of(session, ref.integration_id)}
-        )
+        refs.ref_read(ref, configs.provider_key_of(session, ref.integration_id))
         for ref in refs.new_refs(session, result.record.id)
     ]
     return AppointmentWithSync(**result.appointment.model_dump(), external_refs=shown)
