@@ -5,6 +5,7 @@ writer queued for it, while pages are copied and synced."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -66,3 +67,33 @@ async def test_the_checkpointer_copies_the_log_into_the_database_file(tmp_path: 
     finally:
         await checkpointer.stop()
         await engine.dispose()
+
+
+def _stop_checkpointers_mid_pass(path: Path, rounds: int) -> None:
+    """Starts and stops checkpointers while their passes have a log to copy (run in a process of
+    its own: a connection closed under a running pass crashes the process, not an exception)."""
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE IF NOT EXISTS filler (body BLOB)")
+
+    async def rounds_of_start_and_stop() -> None:
+        for round_number in range(rounds):
+            writer.executemany("INSERT INTO filler (body) VALUES (randomblob(4000))", [()] * 50)
+            checkpointer = WalCheckpointer(path, interval=0)
+            checkpointer.start()
+            for _ in range(round_number % 4):  # stop at different points of the pass
+                await asyncio.sleep(0)
+            await checkpointer.stop()
+
+    asyncio.run(rounds_of_start_and_stop())
+    writer.close()
+
+
+def test_stopping_the_checkpointer_waits_for_the_pass_under_way(tmp_path: Path) -> None:
+    process = multiprocessing.get_context("spawn").Process(
+        target=_stop_checkpointers_mid_pass, args=(tmp_path / "stopped.sqlite3", 300)
+    )
+    process.start()
+    process.join(timeout=120)
+    assert process.exitcode == 0, f"the process ended with {process.exitcode} (a negative code is a signal)"

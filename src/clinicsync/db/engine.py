@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -68,7 +69,12 @@ class WalCheckpointer:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         # One connection for every pass, used by one pass at a time (from a worker thread).
+        # The lock keeps ``stop`` from closing it under a pass still running in its thread:
+        # cancelling the task does not stop the thread, and sqlite3 closing a connection
+        # another thread is executing on crashes the whole process.
         self._connection: sqlite3.Connection | None = None
+        self._connection_lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -79,9 +85,7 @@ class WalCheckpointer:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        await asyncio.to_thread(self._close)  # waits for a pass still under way
 
     async def _run(self) -> None:
         while True:
@@ -92,10 +96,20 @@ class WalCheckpointer:
                 continue  # the next pass tries again; a busy log only grows a little meanwhile
 
     def _checkpoint(self) -> None:
-        if self._connection is None:
-            self._connection = sqlite3.connect(self.path, check_same_thread=False)
-        # PASSIVE never waits on the busy handler: it copies what no reader still needs.
-        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with self._connection_lock:
+            if self._stopped:
+                return
+            if self._connection is None:
+                self._connection = sqlite3.connect(self.path, check_same_thread=False)
+            # PASSIVE never waits on the busy handler: it copies what no reader still needs.
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _close(self) -> None:
+        with self._connection_lock:
+            self._stopped = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 def _database_file(url: URL) -> Path | None:
