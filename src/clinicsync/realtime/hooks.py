@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import String, Table, cast, event, func, insert, select, text, true
+from sqlalchemy import Insert, Select, String, Table, bindparam, cast, event, func, insert, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
@@ -111,6 +111,33 @@ def _owners(session: Session, entity: str, entity_ids: set[uuid.UUID]) -> dict[u
     return {entity_id: owner for entity_id, owner in rows}
 
 
+def _notified(inserting: Insert) -> Select[Any]:
+    """The inserted events' ids, with a ``pg_notify`` of the newest in the same statement."""
+    inserted = inserting.returning(_table.c.id).cte("inserted")
+    newest = cast(func.max(inserted.c.id), String)
+    notified = select(func.pg_notify(CHANNEL, newest).label("sent")).select_from(inserted).cte("notified")
+    return select(inserted.c.id).select_from(inserted.join(notified, true())).order_by(inserted.c.id)
+
+
+_EVENT_COLUMNS = (
+    "organization_id",
+    "entity",
+    "entity_id",
+    "operation",
+    "practitioner_id",
+    "owner_user_id",
+    "actor_user_id",
+    "payload",
+    "created_at",
+)
+# Built once: a statement built per write costs more to build and key for SQLAlchemy's compiled
+# cache than the rest of the event's work (a statement object keeps its cache key).
+_ONE_EVENT_NOTIFIED = _notified(
+    insert(_table).values({name: bindparam(name, type_=_table.c[name].type) for name in _EVENT_COLUMNS})
+)
+_EVENTS_RETURNING = insert(_table).returning(_table.c.id)
+
+
 def write_changes(session: Session, changes: list[Change]) -> list[int]:
     if not changes:
         return []
@@ -155,16 +182,17 @@ def write_changes(session: Session, changes: list[Change]) -> list[int]:
     if not rows:
         return []
     connection = session.connection()
+    ids: list[int]
     if _is_postgres(session):
         # The rows and their notification in one round trip. Only the newest id travels: payloads
-        # are capped at 8000 bytes and listeners read the rows anyway.
-        inserted = insert(_table).values(rows).returning(_table.c.id).cte("inserted")
-        newest = cast(func.max(inserted.c.id), String)
-        notified = select(func.pg_notify(CHANNEL, newest).label("sent")).select_from(inserted).cte("notified")
-        query = select(inserted.c.id).select_from(inserted.join(notified, true())).order_by(inserted.c.id)
-        ids = list(connection.execute(query).scalars())
+        # are capped at 8000 bytes and listeners read the rows anyway. One row (most writes) runs
+        # the statement built once; more rows need one built for their count.
+        if len(rows) == 1:
+            ids = list(connection.execute(_ONE_EVENT_NOTIFIED, rows[0]).scalars())
+        else:
+            ids = list(connection.execute(_notified(insert(_table).values(rows))).scalars())
     else:
-        ids = list(connection.execute(insert(_table).returning(_table.c.id), rows).scalars())
+        ids = list(connection.execute(_EVENTS_RETURNING, rows).scalars())
     session.info[_WROTE_KEY] = True
     return ids
 
