@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -170,8 +172,38 @@ def create_engine(url: str, *, background_checkpoints: bool = False, **kwargs: A
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(async_url, **kwargs)
+    engine = create_async_engine(async_url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_after_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection idle this long is tested before use. One back in the pool sooner
+# was just working: testing it too would cost every request a transaction of its own (asyncpg's
+# ping is BEGIN, a query, ROLLBACK) for a window a server restart rarely falls in.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_after_idle(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling, skipped for connections used within the last second."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool drops this connection and checks out another (a fresh one if need be).
+            raise DisconnectionError("the pooled connection no longer answers") from exc
+
+
+_CHECKED_IN_AT = "clinicsync.checked_in_at"
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
