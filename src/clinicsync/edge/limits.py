@@ -93,18 +93,20 @@ class InputLimits:
             )
         return None
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[tuple[int, bytes] | None, Receive]:
-        too_large = _error(
+    def _too_large(self) -> tuple[int, bytes]:
+        return _error(
             413,
             "payload_too_large",
             f"the request body is larger than {self.max_body_bytes} bytes",
             {"max_body_bytes": self.max_body_bytes},
         )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[tuple[int, bytes] | None, Receive]:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     if int(value) > self.max_body_bytes:
-                        return too_large, receive
+                        return self._too_large(), receive
                 except ValueError:
                     pass
         chunks: list[bytes] = []
@@ -118,7 +120,7 @@ class InputLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return too_large, receive
+                return self._too_large(), receive
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
