@@ -182,6 +182,7 @@ def create_engine(url: str, *, background_checkpoints: bool = False, **kwargs: A
 # was just working: testing it too would cost every request a transaction of its own (asyncpg's
 # ping is BEGIN, a query, ROLLBACK) for a window a server restart rarely falls in.
 PING_AFTER_IDLE_SECONDS = 1.0
+_CHECKED_IN_AT = "clinicsync.checked_in_at"  # when the connection went back to the pool
 
 
 def _ping_after_idle(engine: AsyncEngine) -> None:
@@ -201,9 +202,6 @@ def _ping_after_idle(engine: AsyncEngine) -> None:
         except Exception as exc:
             # The pool drops this connection and checks out another (a fresh one if need be).
             raise DisconnectionError("the pooled connection no longer answers") from exc
-
-
-_CHECKED_IN_AT = "clinicsync.checked_in_at"
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -119,21 +119,11 @@ def _notified(inserting: Insert) -> Select[Any]:
     return select(inserted.c.id).select_from(inserted.join(notified, true())).order_by(inserted.c.id)
 
 
-_EVENT_COLUMNS = (
-    "organization_id",
-    "entity",
-    "entity_id",
-    "operation",
-    "practitioner_id",
-    "owner_user_id",
-    "actor_user_id",
-    "payload",
-    "created_at",
-)
 # Built once: a statement built per write costs more to build and key for SQLAlchemy's compiled
-# cache than the rest of the event's work (a statement object keeps its cache key).
+# cache than the rest of the event's work (a statement object keeps its cache key). Every column
+# is bound but the id, which the database assigns.
 _ONE_EVENT_NOTIFIED = _notified(
-    insert(_table).values({name: bindparam(name, type_=_table.c[name].type) for name in _EVENT_COLUMNS})
+    insert(_table).values({c.name: bindparam(c.name, type_=c.type) for c in _table.c if not c.primary_key})
 )
 _EVENTS_RETURNING = insert(_table).returning(_table.c.id)
 
