@@ -18,6 +18,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from clinicsync.db.sqlite_driver import one_trip_dbapi
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_LOCK_KEY = "sqlite_write_lock"
 DEFERRED_KEY = "sqlite_deferred_writes"
@@ -166,7 +168,10 @@ def create_engine(url: str, *, background_checkpoints: bool = False, **kwargs: A
         if database_file is not None:
             _private_database_file(database_file)
         engine = create_async_engine(
-            async_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
+            async_url,
+            module=one_trip_dbapi(),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **kwargs,
         )
         _configure_sqlite(engine, background_checkpoints=background_checkpoints)
         return engine
