@@ -52,7 +52,7 @@ async def test_a_query_with_rows_is_one_trip_to_the_thread(engine: AsyncEngine, 
         await connection.execute(insert(notes), [{"body": "first"}, {"body": "second"}])
         trips.clear()
         rows = (await connection.execute(select(notes.c.id, notes.c.body).order_by(notes.c.id))).all()
-        assert trips == ["_execute_on_thread"]
+        assert trips == ["_run_on_thread"]
     assert [tuple(row) for row in rows] == [(1, "first"), (2, "second")]
 
 
@@ -64,7 +64,7 @@ async def test_a_statement_without_rows_is_one_trip_and_reports_what_it_changed(
         assert inserted.inserted_primary_key == (1,)  # read from the cursor's lastrowid
         trips.clear()
         changed = await connection.execute(update(notes).where(notes.c.body == "kept").values(body="edited"))
-        assert trips == ["_execute_on_thread"]
+        assert trips == ["_run_on_thread"]
         assert changed.rowcount == 1
         unchanged = await connection.execute(update(notes).where(notes.c.body == "absent").values(body="x"))
         assert unchanged.rowcount == 0
@@ -74,7 +74,7 @@ async def test_many_rows_inserted_at_once_are_one_trip(engine: AsyncEngine, trip
     async with engine.begin() as connection:
         trips.clear()
         result = await connection.execute(insert(notes), [{"body": f"note {n}"} for n in range(50)])
-        assert trips == ["_executemany_on_thread"]
+        assert trips == ["_run_on_thread"]
         assert result.rowcount == 50
         assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 50
 
@@ -82,15 +82,19 @@ async def test_many_rows_inserted_at_once_are_one_trip(engine: AsyncEngine, trip
 async def test_returning_rows_come_back_with_the_statement(engine: AsyncEngine, trips: list[str]) -> None:
     async with engine.begin() as connection:
         trips.clear()
-        ids = (await connection.execute(insert(notes).values(body="returned").returning(notes.c.id))).scalars()
+        ids = (
+            await connection.execute(insert(notes).values(body="returned").returning(notes.c.id))
+        ).scalars()
         assert list(ids) == [1]
-        assert trips == ["_execute_on_thread"]
+        assert trips == ["_run_on_thread"]
 
 
-async def test_a_constraint_failure_is_sqlalchemys_error_and_the_connection_goes_on(engine: AsyncEngine) -> None:
+async def test_a_constraint_failure_is_sqlalchemys_error_and_the_connection_goes_on(
+    engine: AsyncEngine,
+) -> None:
     async with engine.begin() as connection:
         await connection.execute(insert(notes).values(body="unique"))
-    with pytest.raises(IntegrityError, match="UNIQUE constraint failed: notes.body"):
+    with pytest.raises(IntegrityError, match=r"UNIQUE constraint failed: notes\.body"):
         async with engine.begin() as connection:
             await connection.execute(insert(notes).values(body="unique"))
     async with engine.connect() as connection:
@@ -104,3 +108,52 @@ async def test_a_streamed_read_still_fetches_page_by_page(engine: AsyncEngine) -
         stream = await connection.stream(select(notes.c.body).order_by(notes.c.id))
         pages = [page async for page in stream.partitions(10)]
     assert [len(page) for page in pages] == [10, 10, 5]
+
+
+async def test_a_transactions_begin_travels_with_its_first_statement(
+    engine: AsyncEngine, trips: list[str]
+) -> None:
+    async with engine.connect() as connection:
+        await connection.begin()
+        trips.clear()
+        await connection.execute(insert(notes).values(body="inside"))
+        assert trips == ["_run_on_thread"]
+        raw = await connection.get_raw_connection()
+        assert raw.driver_connection is not None
+        assert raw.driver_connection._conn.in_transaction  # the BEGIN ran: the insert is not autocommitted
+        await connection.rollback()
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 0
+
+
+async def test_a_transaction_that_ran_nothing_ends_without_a_trip(
+    engine: AsyncEngine, trips: list[str]
+) -> None:
+    async with engine.connect() as connection:
+        await connection.begin()
+        trips.clear()
+        await connection.commit()
+        await connection.begin()
+        await connection.rollback()
+    assert trips == []
+
+
+async def test_a_streamed_read_sends_the_waiting_begin_first(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await connection.begin()
+        stream = await connection.stream(select(notes.c.body))
+        assert [row async for row in stream] == []
+        raw = await connection.get_raw_connection()
+        assert raw.driver_connection is not None
+        assert raw.driver_connection._conn.in_transaction
+        await connection.rollback()
+
+
+async def test_the_pool_takes_back_a_committed_connection_without_a_trip(
+    engine: AsyncEngine, trips: list[str]
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(insert(notes).values(body="committed"))
+        trips.clear()
+    # The commit, and no rollback from the pool's reset of a connection with nothing open.
+    assert trips == ["commit"]

@@ -152,7 +152,8 @@ def _configure_sqlite(engine: AsyncEngine, *, background_checkpoints: bool = Fal
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = "IMMEDIATE" if connection.get_execution_options().get("sqlite_write", True) else "DEFERRED"
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # Sent with the transaction's first statement (see sqlite_driver), not a trip of its own.
+        connection.connection.dbapi_connection.begin_with_next_statement(f"BEGIN {mode}")
 
 
 def create_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any) -> AsyncEngine:

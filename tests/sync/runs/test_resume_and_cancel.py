@@ -201,7 +201,8 @@ async def test_a_patient_import_whose_worker_died_resumes_from_its_page_with_exa
         worker = SyncContext(
             sessionmaker, IntegrationExecutor(sessionmaker, quiet_server.settings), quiet_server.settings
         )
-        od.faults = FaultSettings(latency_ms=1000, match_path="^/patients/Simple")
+        # OpenDental answers under /api/v1: each page of the patient list takes a second.
+        od.faults = FaultSettings(latency_ms=1000, match_path="^/api/v1/patients/Simple$")
         first = await start(client, clinic, sync_type="import_patients")
 
         dying = _worker_process(quiet_server, first["sync_id"])
