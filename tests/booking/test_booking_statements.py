@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import aiosqlite
 import httpx
+import pytest
+import structlog
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -121,3 +125,33 @@ async def test_the_clash_check_reads_a_range_of_the_active_index_bounded_on_both
             conditions = [line for line in plan.splitlines() if "Index Cond" in line]
             assert any("blocked_from >" in line and "blocked_from <" in line for line in conditions), plan
             assert "Seq Scan on appointments" not in plan, plan
+
+
+async def test_a_sqlite_booking_makes_one_trip_to_the_database_thread_per_statement_and_commit(
+    client: httpx.AsyncClient,
+    clinic: Clinic,
+    backend: str,
+    statements: Statements,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiosqlite runs SQLite on a thread of its own; each trip there wakes the thread and then the
+    event loop. A booking's six statements and its two commits (the read transaction's, the write
+    transaction's) are eight trips: no BEGIN, cursor, fetch or pool reset of its own."""
+    if backend != "sqlite":
+        pytest.skip("aiosqlite's thread is SQLite's")
+    trips: dict[str, list[str]] = {}
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id is not None:
+            trips.setdefault(request_id, []).append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    day = future_day(5)
+    await _book(client, clinic, clinic.local(day, 9), statements)  # warms the server's caches
+    trips.clear()
+    await _book(client, clinic, clinic.local(day, 10), statements)
+    [made] = trips.values()
+    assert sorted(made) == ["_run_on_thread"] * EXPECTED["sqlite"] + ["commit", "commit"], made
