@@ -3,12 +3,13 @@
     python -m bench.sync [--bookings N] [--pushes N] [--rate R] [--postgres-url URL] [--output BENCHMARKS.md]
 
 Latency: two organizations on one live server, one local only and one dual-writing to an
-OpenDental sandbox; bookings alternate between them, so both see the same machine at the same
-moment, and the report gives the p50 ratio (the push is not on the request path, so it should
-stay near 1). Throughput: pushes owed during an outage are released at once against a sandbox
-that enforces R requests/second per key (OpenDental's throttle in delay mode) with the
-integration's own limiter set to R; the report gives the requests/second the sandbox served
-while draining, as a ratio to R (the floor a perfect client reaches).
+OpenDental sandbox running in a process of its own (a real PMS's work is not on our loop);
+bookings alternate between them, so both see the same machine at the same moment, and the report
+gives the p50 ratio (the push is not on the request path, so it should stay near 1).
+Throughput: pushes owed during an outage are released at once against a sandbox that enforces R
+requests/second per key (OpenDental's throttle in delay mode) with the integration's own limiter
+set to R; the report gives the requests/second the sandbox served while draining, as a ratio to R
+(the floor a perfect client reaches).
 The section between the sync markers in BENCHMARKS.md is replaced; the rest is kept.
 """
 
@@ -16,11 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,12 +87,47 @@ async def _clinic(
     return practitioner, ids
 
 
-async def _connect(client: httpx.AsyncClient, headers: dict[str, str], sandbox: Any, rate: float) -> str:
-    od = sandbox.od
-    writer = next(key for key, access in od.customer_keys.items() if access == "readwrite")
-    async with httpx.AsyncClient(
-        base_url=sandbox.base_url, headers={"Authorization": f"ODFHIR {od.developer_key}/{writer}"}
-    ) as pms:
+@dataclass(frozen=True)
+class Pms:
+    """Where an OpenDental sandbox answers, and its keys (in this process or its own)."""
+
+    base_url: str
+    developer_key: str
+    customer_key: str  # read-write
+
+    @classmethod
+    def of(cls, sandbox: Any) -> Pms:
+        od = sandbox.od
+        writer = next(key for key, access in od.customer_keys.items() if access == "readwrite")
+        return cls(sandbox.base_url, od.developer_key, writer)
+
+    def client(self) -> httpx.AsyncClient:
+        authorization = f"ODFHIR {self.developer_key}/{self.customer_key}"
+        return httpx.AsyncClient(base_url=self.base_url, headers={"Authorization": authorization})
+
+
+async def _serve_sandbox() -> None:
+    """`python -m bench.sync sandbox`: the latency run's PMS, on loopback, in a process of its own."""
+    async with run_sandbox("opendental", spec={"patients": 1, "appointments": 0}) as sandbox:
+        print(json.dumps(asdict(Pms.of(sandbox))), flush=True)
+        await asyncio.Event().wait()
+
+
+@asynccontextmanager
+async def _sandbox_process() -> AsyncIterator[Pms]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.sync", "sandbox", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        yield Pms(**json.loads(await child.stdout.readline()))
+    finally:
+        child.terminate()
+        await child.wait()
+
+
+async def _connect(client: httpx.AsyncClient, headers: dict[str, str], sandbox: Pms, rate: float) -> str:
+    async with sandbox.client() as pms:
         operatory = (await pms.get("/operatories")).json()[0]["OperatoryNum"]
     created = await client.post(
         "/api/admin/integrations",
@@ -111,20 +152,16 @@ async def _connect(client: httpx.AsyncClient, headers: dict[str, str], sandbox: 
         json={
             "provider_key": "opendental",
             "integration_id": integration_id,
-            "secrets": {"developer_key": od.developer_key, "customer_key": writer},
+            "secrets": {"developer_key": sandbox.developer_key, "customer_key": sandbox.customer_key},
         },
     )
     return integration_id
 
 
 async def _link(
-    client: httpx.AsyncClient, headers: dict[str, str], integration_id: str, practitioner: str, sandbox: Any
+    client: httpx.AsyncClient, headers: dict[str, str], integration_id: str, practitioner: str, sandbox: Pms
 ) -> None:
-    od = sandbox.od
-    writer = next(key for key, access in od.customer_keys.items() if access == "readwrite")
-    async with httpx.AsyncClient(
-        base_url=sandbox.base_url, headers={"Authorization": f"ODFHIR {od.developer_key}/{writer}"}
-    ) as pms:
+    async with sandbox.client() as pms:
         prov_num = (await pms.get("/providers")).json()[0]["ProvNum"]
     await client.post(
         "/api/admin/sync/links",
@@ -179,7 +216,8 @@ async def run_backend(
         local_headers = await _owner(database_url, f"Local {name}")
         dual_headers = await _owner(database_url, f"Dual {name}")
         async with (
-            run_sandbox("opendental", spec={"patients": 1, "appointments": 0}) as latency_pms,
+            # The PMS answers from a process of its own, as a real one would: its work is not ours.
+            _sandbox_process() as latency_pms,
             serving(create_app(settings)) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=60) as client,
         ):
@@ -234,8 +272,8 @@ async def run_backend(
             httpx.AsyncClient(base_url=base_url, timeout=60) as client,
         ):
             practitioner, patients = await _clinic(client, push_headers, "Dr. Push", 10)
-            integration_id = await _connect(client, push_headers, throttled, rate=rate)
-            await _link(client, push_headers, integration_id, practitioner, throttled)
+            integration_id = await _connect(client, push_headers, Pms.of(throttled), rate=rate)
+            await _link(client, push_headers, integration_id, practitioner, Pms.of(throttled))
             real_base = throttled.base_url
             await client.patch(
                 f"/api/admin/integrations/{integration_id}",
@@ -347,12 +385,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("command", nargs="?", default="bench", choices=["bench", "sandbox"])
     parser.add_argument("--bookings", type=int, default=100)
     parser.add_argument("--pushes", type=int, default=100)
     parser.add_argument("--rate", type=float, default=10.0, help="the sandbox's requests/second per key")
     parser.add_argument("--postgres-url", default=os.environ.get("CLINICSYNC_TEST_POSTGRES_URL"))
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args()
+    if args.command == "sandbox":
+        asyncio.run(_serve_sandbox())
+        raise SystemExit(0)
     args.load_before = os.getloadavg()[0]  # the machine may be shared: the report says how busy it was
     report = asyncio.run(main(args))
     write_section(args.output, "sync", report)
