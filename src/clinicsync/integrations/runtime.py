@@ -48,7 +48,17 @@ from clinicsync.integrations.errors import IntegrationError
 from clinicsync.integrations.outbound import OutboundPolicy
 from clinicsync.integrations.pagination import PageRequest, Paginator
 from clinicsync.integrations.ratebudget import LocalBudget, Priority, RateBudget
-from clinicsync.integrations.transforms import TransformError, apply_steps, get_path, set_path
+from clinicsync.integrations.transforms import (
+    ResolvedSteps,
+    TransformError,
+    apply_resolved,
+    apply_steps,
+    get_parts,
+    get_path,
+    path_parts,
+    resolve_steps,
+    set_path,
+)
 from clinicsync.logging import get_logger
 
 log = get_logger(__name__)
@@ -435,10 +445,13 @@ def select_records(body: Any, spec: ResponseSpec) -> list[Any]:
 
 @dataclass(frozen=True)
 class RecordMapper:
-    """A function's field mapping with its transforms' arguments rendered once, not per record."""
+    """A function's field mapping with its transforms' arguments rendered, their functions looked up
+    and their paths split once, not per record."""
 
-    fields: tuple[tuple[str, str, Any, list[tuple[str, Mapping[str, Any]]]], ...]
-    shared: tuple[tuple[str, str, list[tuple[str, Mapping[str, Any]]]], ...]
+    # (internal name, source path as written, its parts, default, transforms)
+    fields: tuple[tuple[str, str, tuple[str, ...], Any, ResolvedSteps], ...]
+    # (internal name, external path as written, its parts, transforms)
+    shared: tuple[tuple[str, str, tuple[str, ...], ResolvedSteps], ...]
     include_unmapped: bool
 
     @classmethod
@@ -454,13 +467,19 @@ class RecordMapper:
                 (
                     internal,
                     spec.source,
+                    path_parts(spec.source),
                     spec.default,
-                    _steps(spec.transform, settings) if spec.transform else [],
+                    resolve_steps(_steps(spec.transform, settings)) if spec.transform else (),
                 )
                 for internal, spec in fields.items()
             ),
             tuple(
-                (internal, shared.external, _steps(shared.transform, settings))
+                (
+                    internal,
+                    shared.external,
+                    path_parts(shared.external),
+                    resolve_steps(_steps(shared.transform, settings)),
+                )
                 for internal, shared in provider_out.items()
                 if internal not in fields
             ),
@@ -473,24 +492,24 @@ class RecordMapper:
         if not self.fields and not self.shared:
             return dict(raw)
         record: dict[str, Any] = dict(raw) if self.include_unmapped else {}
-        for internal, source, default, steps in self.fields:
-            value = get_path(raw, source)
+        for internal, source, parts, default, steps in self.fields:
+            value = get_parts(raw, parts)
             if value is None:
                 value = default
             if value is not None and steps:
                 try:
-                    value = apply_steps(value, steps)
+                    value = apply_resolved(value, steps)
                 except TransformError as exc:
                     raise IntegrationError(
                         "permanent", f"the provider's {source} could not be read as {internal}: {exc}"
                     ) from None
             record[internal] = value
-        for internal, external, steps in self.shared:
-            value = get_path(raw, external)
+        for internal, external, parts, steps in self.shared:
+            value = get_parts(raw, parts)
             if value is None:
                 continue
             try:
-                record[internal] = apply_steps(value, steps)
+                record[internal] = apply_resolved(value, steps)
             except TransformError as exc:
                 raise IntegrationError(
                     "permanent", f"the provider's {external} could not be read as {internal}: {exc}"

@@ -34,12 +34,21 @@ def _register(name: str) -> Callable[[Transform], Transform]:
 # ---- nested paths -----------------------------------------------------------------
 
 
+def path_parts(path: str | None) -> tuple[str, ...]:
+    """A path split once, for reading it from many records (``get_parts``); () is the value itself."""
+    return tuple(path.split(".")) if path else ()
+
+
 def get_path(data: Any, path: str | None, default: Any = None) -> Any:
     """Read ``a.b.0.c`` from nested dicts and lists; an empty path is the value itself."""
-    if path is None or path == "":
-        return data
+    return get_parts(data, path_parts(path), default)
+
+
+def get_parts(data: Any, parts: tuple[str, ...], default: Any = None) -> Any:
+    if len(parts) == 1 and isinstance(data, dict):  # a plain field of a record: most reads
+        return data.get(parts[0], default)
     current = data
-    for part in path.split("."):
+    for part in parts:
         if isinstance(current, Mapping):
             if part not in current:
                 return default
@@ -385,9 +394,25 @@ def _chain(value: Any, args: Mapping[str, Any]) -> Any:
 
 
 def apply_steps(value: Any, steps: list[tuple[str, Mapping[str, Any]]]) -> Any:
-    for name, args in steps:
-        function = TRANSFORMS.get(name)
-        if function is None:
-            raise TransformError(f"unknown transform {name!r}")
+    return apply_resolved(value, resolve_steps(steps))
+
+
+ResolvedSteps = tuple[tuple[Transform, Mapping[str, Any]], ...]
+
+
+def resolve_steps(steps: list[tuple[str, Mapping[str, Any]]]) -> ResolvedSteps:
+    """The steps' functions looked up once, for applying them to many values."""
+    return tuple((TRANSFORMS.get(name) or _unknown(name), args) for name, args in steps)
+
+
+def apply_resolved(value: Any, steps: ResolvedSteps) -> Any:
+    for function, args in steps:
         value = function(value, args)
     return value
+
+
+def _unknown(name: str) -> Transform:
+    def fails(_value: Any, _args: Mapping[str, Any]) -> Any:
+        raise TransformError(f"unknown transform {name!r}")
+
+    return fails
