@@ -548,8 +548,9 @@ async def create_appointment(
     the common first attempt costs no extra round trip. The key's record is written in the
     same transaction as the appointment, so a failed booking is never remembered.
     """
-    request_hash = _request_hash(data)
     check_idempotency_key(idempotency_key)
+    # Only a keyed request is remembered, so only a keyed request needs its fingerprint.
+    request_hash = _request_hash(data) if idempotency_key is not None else ""
     try:
         return await _book(session, principal, data, request_hash, idempotency_key)
     except ClinicSyncError:

@@ -39,6 +39,8 @@ _LOCKED_KEY = "realtime.locked_organizations"
 _COALESCED_KEY = "realtime.coalesced"
 _WROTE_KEY = "realtime.wrote"
 _LOCK_NAMESPACE = 0x6373  # "cs": keeps our advisory locks apart from anyone else's
+# Built once, not parsed for its parameters again on every write.
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :key)")
 
 _table: Table = ChangeEvent.__table__  # type: ignore[assignment]
 _commit_listeners: set[Callable[[], None]] = set()
@@ -79,8 +81,7 @@ def _lock_organizations(session: Session, organizations: Iterable[uuid.UUID | No
     # Sorted, so two transactions touching the same organizations lock them in the same order.
     for organization_id in sorted({org for org in organizations if org is not None} - locked):
         session.connection().execute(
-            text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-            {"namespace": _LOCK_NAMESPACE, "key": _lock_key(organization_id)},
+            _ADVISORY_LOCK, {"namespace": _LOCK_NAMESPACE, "key": _lock_key(organization_id)}
         )
         locked.add(organization_id)
 
