@@ -63,6 +63,12 @@ def _run_on_thread(
         cursor.close()
 
 
+def _begin_on_thread(connection: aiosqlite.Connection, begin: str) -> None:
+    # The sqlite3 cursor is closed here: one freed on the event loop's thread would finalize its
+    # statement there while this thread may be running another on the same connection.
+    connection._conn.execute(begin).close()
+
+
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statement runs in one call on aiosqlite's thread."""
 
@@ -133,7 +139,7 @@ class StreamingCursor(AsyncAdapt_aiosqlite_ss_cursor):
         begin = connection.take_pending_begin()
         connection.in_transaction = True  # not followed here: commit and rollback make their trip
         if begin is not None:
-            await self._connection._execute(self._connection._conn.execute, begin)
+            await self._connection._execute(_begin_on_thread, self._connection, begin)
         return await super()._execute_async(operation, parameters)
 
 
