@@ -309,8 +309,10 @@ async def run_backend(
             throttled.request_log.clear()
             began = time.perf_counter()
             await client.post("/api/admin/sync/outbox/retry-all", headers=push_headers)
-            while True:  # until every push and its patient are confirmed
-                if (await _states(client, push_headers)).get("confirmed", 0) >= pushes + len(patients):
+            # Until every push and the patients it names (one each, round robin) are confirmed.
+            expected = pushes + min(pushes, len(patients))
+            while True:
+                if (await _states(client, push_headers)).get("confirmed", 0) >= expected:
                     break
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - began
