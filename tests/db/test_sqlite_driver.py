@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from clinicsync.db.engine import create_engine
 
@@ -31,6 +31,13 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         await connection.run_sync(metadata.create_all)
     yield engine
     await engine.dispose()
+
+
+async def _sqlite_transaction_open(connection: AsyncConnection) -> bool:
+    """What sqlite3 itself says, not what the adapter believes."""
+    raw = await connection.get_raw_connection()
+    assert raw.driver_connection is not None
+    return bool(raw.driver_connection._conn.in_transaction)
 
 
 @pytest.fixture
@@ -118,9 +125,7 @@ async def test_a_transactions_begin_travels_with_its_first_statement(
         trips.clear()
         await connection.execute(insert(notes).values(body="inside"))
         assert trips == ["_run_on_thread"]
-        raw = await connection.get_raw_connection()
-        assert raw.driver_connection is not None
-        assert raw.driver_connection._conn.in_transaction  # the BEGIN ran: the insert is not autocommitted
+        assert await _sqlite_transaction_open(connection)  # the BEGIN ran: the insert is not autocommitted
         await connection.rollback()
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 0
@@ -143,9 +148,7 @@ async def test_a_streamed_read_sends_the_waiting_begin_first(engine: AsyncEngine
         await connection.begin()
         stream = await connection.stream(select(notes.c.body))
         assert [row async for row in stream] == []
-        raw = await connection.get_raw_connection()
-        assert raw.driver_connection is not None
-        assert raw.driver_connection._conn.in_transaction
+        assert await _sqlite_transaction_open(connection)
         await connection.rollback()
 
 

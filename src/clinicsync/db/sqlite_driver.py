@@ -166,13 +166,17 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         begin, self._begin = self._begin, None
         return begin
 
+    def _has_work_to_end(self) -> bool:
+        # A BEGIN still waiting means no statement ran since: there is nothing to end.
+        return self.take_pending_begin() is None and self.in_transaction
+
     def commit(self) -> None:
-        if self.take_pending_begin() is None and self.in_transaction:
+        if self._has_work_to_end():
             super().commit()
             self.in_transaction = False
 
     def rollback(self) -> None:
-        if self.take_pending_begin() is None and self.in_transaction:
+        if self._has_work_to_end():
             super().rollback()
             self.in_transaction = False
 
